@@ -1,0 +1,164 @@
+"""Settings: the only place that reads the environment.
+
+Every command parses the settings it uses once, at start, with `Settings.from_env()`.
+A bad value raises `SettingsError` naming the variable; the CLI turns that into exit 2.
+Nothing is ever silently replaced by a default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+SOCKET_NAME = "redis.sock"
+
+
+class SettingsError(ValueError):
+    """A setting has a value we refuse; the message names the variable."""
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 0 or 1, got {raw!r}")
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def seconds(value: float) -> str:
+    """How a duration reads in messages: `30` for 30.0, `0.5` for 0.5."""
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None
+    queue_name: str = "downloads"
+    download_dir: Path = Path("downloads")
+    state_dir: Path = Path("var")
+    workers: int = 4
+    job_timeout: int = 300
+    request_timeout: float = 30
+    cleanup_interval: float = 2
+    shutdown_grace: float = 300
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 9181
+    dashboard_username: str | None = None
+    dashboard_password: str | None = None
+    allow_private_networks: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        redis_url = _text(env, "REDIS_URL", None)
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {redis_url!r}")
+        queue_name = _text(env, "DQ_QUEUE", "downloads") or "downloads"
+        if not queue_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise SettingsError(f"DQ_QUEUE must be letters, digits, '-', '_' or '.', got {queue_name!r}")
+        username = _text(env, "DQ_DASHBOARD_USERNAME", None)
+        password = _text(env, "DQ_DASHBOARD_PASSWORD", None)
+        if (username is None) != (password is None):
+            raise SettingsError("DQ_DASHBOARD_USERNAME and DQ_DASHBOARD_PASSWORD must be set together")
+        host = _text(env, "DQ_DASHBOARD_HOST", "127.0.0.1") or "127.0.0.1"
+        return cls(
+            redis_url=redis_url,
+            queue_name=queue_name,
+            download_dir=Path(_text(env, "DQ_DOWNLOAD_DIR", "downloads") or "downloads").absolute(),
+            state_dir=Path(_text(env, "DQ_STATE_DIR", "var") or "var").absolute(),
+            workers=int(_number(env, "DQ_WORKERS", 4, integer=True, minimum=1)),
+            job_timeout=int(_number(env, "DQ_JOB_TIMEOUT", 300, integer=True, minimum=1)),
+            request_timeout=_number(env, "DQ_REQUEST_TIMEOUT", 30, integer=False, minimum=0.1),
+            cleanup_interval=_number(env, "DQ_CLEANUP_INTERVAL", 2, integer=False, minimum=0.1),
+            shutdown_grace=_number(env, "DQ_SHUTDOWN_GRACE", 300, integer=False, minimum=0),
+            dashboard_host=host,
+            dashboard_port=int(_number(env, "DQ_DASHBOARD_PORT", 9181, integer=True, minimum=1)),
+            dashboard_username=username,
+            dashboard_password=password,
+            allow_private_networks=_flag(env, "DQ_ALLOW_PRIVATE_NETWORKS", False),
+        )
+
+    @property
+    def embedded_redis(self) -> bool:
+        """True when `bin/up` runs its own Redis (REDIS_URL unset)."""
+        return self.redis_url is None
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.state_dir / SOCKET_NAME
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"unix://{self.redis_socket}"
+
+    @property
+    def dashboard_auth(self) -> tuple[str, str] | None:
+        if self.dashboard_username is None or self.dashboard_password is None:
+            return None
+        return (self.dashboard_username, self.dashboard_password)
+
+    def check_dashboard_bind(self) -> None:
+        """Refuse to serve the dashboard without credentials on anything but loopback."""
+        if self.dashboard_auth is None and not is_loopback_host(self.dashboard_host):
+            raise SettingsError(
+                f"DQ_DASHBOARD_HOST={self.dashboard_host} is not a loopback address: set "
+                "DQ_DASHBOARD_USERNAME and DQ_DASHBOARD_PASSWORD to serve the dashboard beyond this machine"
+            )
+        if self.dashboard_port > 65535:
+            raise SettingsError(f"DQ_DASHBOARD_PORT must be at most 65535, got {self.dashboard_port}")
+
+    @property
+    def timeout_message(self) -> str:
+        return f"Download timeout ({seconds(self.request_timeout)}s)"
+
+    @property
+    def processing_timeout_message(self) -> str:
+        return f"Processing timeout ({seconds(self.job_timeout)}s exceeded)"
+
+    @property
+    def shutdown_message(self) -> str:
+        return f"Interrupted by shutdown ({seconds(self.shutdown_grace)}s grace exceeded)"
+
+
+RECOVERED_MESSAGE = "Recovered from server crash while processing"
+CANCELLED_MESSAGE = "Cancelled by user during processing"
+DELETED_MESSAGE = "Deleted by user"

@@ -1,0 +1,70 @@
+"""Why a download stopped, as an exception tree whose `str()` is the user's one-line error.
+
+    DownloadError                      every failure the engine reports
+    ├── TransportError                 retryable: the network let us down
+    │   ├── DownloadTimeout            no answer / no bytes / too slow for the request timeout
+    │   ├── ConnectionFailed           refused, reset, DNS failure, TLS failure
+    │   └── IncompleteBody             fewer (or more) bytes than Content-Length promised
+    ├── HTTPStatusError                the server answered with an error status
+    │   (retryable() for 408, 429 and 5xx; final for the other 4xx)
+    └── FinalError                     retrying cannot help
+        ├── InvalidRequest             bad URL, private address refused, path outside the download dir
+        └── PlaylistError              a playlist that cannot be used
+
+None of these derive from RQ's `JobTimeoutException`, and no code in `jobs/` catches
+`Exception` around a download: RQ's job timeout must always reach the worker.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class DownloadError(Exception):
+    """A download failed; `str(error)` is the short line shown to the user."""
+
+    retryable = False
+
+
+class TransportError(DownloadError):
+    retryable = True
+
+
+class DownloadTimeout(TransportError):
+    def __init__(self, request_timeout_text: str) -> None:
+        super().__init__(f"Download timeout ({request_timeout_text}s)")
+
+
+class ConnectionFailed(TransportError):
+    pass
+
+
+class IncompleteBody(TransportError):
+    pass
+
+
+class HTTPStatusError(DownloadError):
+    def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
+        try:
+            reason = HTTPStatus(status).phrase  # the standard phrase, whatever the server says
+        except ValueError:
+            reason = reason or "Error"
+        super().__init__(f"HTTP {status} {reason}")
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.status in (408, 429) or self.status >= 500
+
+
+class FinalError(DownloadError):
+    pass
+
+
+class InvalidRequest(FinalError):
+    pass
+
+
+class PlaylistError(FinalError):
+    pass

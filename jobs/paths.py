@@ -1,0 +1,124 @@
+"""Where files go: URL checks, file names, and confinement to the download dir."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+import unicodedata
+from email.message import Message
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from jobs.errors import InvalidRequest
+
+PART_SUFFIX = ".part"
+MAX_NAME_BYTES = 200  # leaves room for ".part" and stays under every filesystem's 255
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_SPACES = re.compile(r"\s+")
+
+
+def check_url(url: str) -> str:
+    """Return the URL stripped, or raise InvalidRequest with a reason a user understands."""
+    url = url.strip()
+    if not url:
+        raise InvalidRequest("empty URL")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise InvalidRequest(f"malformed URL {url!r}: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidRequest(f"not an http(s) URL: {url!r}")
+    if not parts.hostname:
+        raise InvalidRequest(f"URL has no host: {url!r}")
+    if any(ch.isspace() for ch in url):
+        raise InvalidRequest(f"URL contains white space: {url!r}")
+    del port
+    return url
+
+
+def refuse_private_address(url: str) -> None:
+    """Refuse URLs whose host resolves to loopback, private or link-local addresses.
+
+    Called at download time (DNS may change between enqueue and download) unless
+    DQ_ALLOW_PRIVATE_NETWORKS=1.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return  # the download itself reports the DNS failure
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified:
+            raise InvalidRequest(
+                f"refused: {host} resolves to a private address ({address}); "
+                "set DQ_ALLOW_PRIVATE_NETWORKS=1 to allow it"
+            )
+
+
+def sanitize_filename(name: str) -> str:
+    """A safe single path component, or '' when nothing usable is left."""
+    name = unicodedata.normalize("NFC", name)
+    name = _UNSAFE.sub("_", name)
+    name = _SPACES.sub(" ", name).strip().strip(".").strip()
+    while len(name.encode()) > MAX_NAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        if dot and 0 < len(ext) <= 8 and stem:
+            name = stem[:-1] + "." + ext
+        else:
+            name = name[:-1]
+    if name in ("", ".", ".."):
+        return ""
+    return name
+
+
+def filename_from_content_disposition(header: str | None) -> str:
+    if not header:
+        return ""
+    message = Message()
+    message["content-disposition"] = header
+    name = message.get_filename()  # handles filename*=UTF-8''... (RFC 2231) too
+    if not name:
+        return ""
+    return sanitize_filename(os.path.basename(name.replace("\\", "/")))
+
+
+def filename_from_url(url: str) -> str:
+    path = urlsplit(url).path
+    return sanitize_filename(unquote(path.rstrip("/").rsplit("/", 1)[-1]))
+
+
+def check_dest(dest: str) -> str:
+    """Normalise a --dest relative to the download dir; refuse anything that escapes it."""
+    if "\x00" in dest:
+        raise InvalidRequest("--dest contains a NUL byte")
+    if os.path.isabs(dest) or dest.startswith("~"):
+        raise InvalidRequest(f"--dest must be relative to the download dir, got {dest!r}")
+    parts = [p for p in dest.replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise InvalidRequest(f"--dest escapes the download dir: {dest!r}")
+    return "/".join(parts)
+
+
+def check_name(name: str) -> str:
+    clean = sanitize_filename(name)
+    if not clean or clean != name.strip():
+        raise InvalidRequest(f"--name must be a plain file name, got {name!r}")
+    return clean
+
+
+def confined(download_dir: Path, *parts: str) -> Path:
+    """Join below the download dir; raise if the result (symlinks resolved) leaves it."""
+    root = download_dir.resolve()
+    target = root.joinpath(*parts).resolve()
+    if target != root and root not in target.parents:
+        raise InvalidRequest(f"path escapes the download dir: {'/'.join(parts)!r}")
+    return target
+
+
+def part_path(final: Path) -> Path:
+    return final.with_name(final.name + PART_SUFFIX)

@@ -1,0 +1,2 @@
+"""Keeping workers and the queue healthy: the embedded Redis, worker processes, recovery,
+periodic cleanup and graceful shutdown."""
