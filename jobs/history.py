@@ -1,0 +1,75 @@
+"""The event history: every state change of every job, kept after the job itself is gone.
+
+Events go to one capped Redis stream (`dq:events`) and to the log, one line each, so a
+deleted or expired job still has an audit trail (`bin/jobs --history [ID]`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+STREAM = "dq:events"
+MAX_EVENTS = 100_000  # approximate cap (XADD MAXLEN ~)
+
+ENQUEUED, STARTED, COMPLETED, FAILED = "enqueued", "started", "completed", "failed"
+DELETED, CANCELLED, RECOVERED, INTERRUPTED = "deleted", "cancelled", "recovered", "interrupted"
+
+log = logging.getLogger("dq.events")
+
+
+def _fields(job_id: str, event: str, message: str, album_id: str | None) -> dict[str, str]:
+    fields = {"job": job_id, "event": event, "at": f"{time.time():.3f}"}
+    if message:
+        fields["message"] = message
+    if album_id:
+        fields["album"] = album_id
+    return fields
+
+
+def record(
+    connection: redis.Redis | redis.client.Pipeline,
+    job_id: str,
+    event: str,
+    message: str = "",
+    *,
+    album_id: str | None = None,
+) -> None:
+    """Append one event (inside the caller's pipeline when given one) and log it."""
+    connection.xadd(STREAM, _fields(job_id, event, message, album_id), maxlen=MAX_EVENTS, approximate=True)
+    log.info("job %s %s%s", job_id, event, f": {message}" if message else "")
+
+
+def record_many(
+    connection: redis.Redis | redis.client.Pipeline, job_ids: Iterable[str], event: str, message: str = ""
+) -> None:
+    for job_id in job_ids:
+        record(connection, job_id, event, message)
+
+
+def read(connection: redis.Redis, job_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    """Events oldest first; for one job (or album) when `job_id` is given."""
+    entries = connection.xrevrange(STREAM, count=MAX_EVENTS if job_id else limit)
+    events = []
+    for entry_id, raw in entries:
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        if job_id and job_id not in (fields.get("job"), fields.get("album")):
+            continue
+        events.append(
+            {
+                "id": entry_id.decode(),
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(fields.get("at", "0")))),
+                "job": fields.get("job"),
+                "album": fields.get("album"),
+                "event": fields.get("event"),
+                "message": fields.get("message", ""),
+            }
+        )
+        if len(events) >= limit:
+            break
+    events.reverse()
+    return events
