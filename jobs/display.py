@@ -85,7 +85,8 @@ def bars(views: Sequence[dict[str, Any]]) -> str:
     width = shutil.get_terminal_size((100, 20)).columns
     rows = []
     for view in views:
-        label = (view.get("dest") + "/" if view.get("dest") else "") + (view.get("url") or "").rsplit("/", 1)[-1]
+        dest = view.get("dest") or ""
+        label = (dest + "/" if dest else "") + (view.get("url") or "").rsplit("/", 1)[-1]
         text = f"{view['id'][:8]} {bar(view)} {progress_text(view)} {status_word(view)}"
         if view.get("error"):
             text += f": {view['error']}"

@@ -13,7 +13,6 @@ renamed into place: a file at its final path is always complete.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,7 +138,7 @@ def open_response(
                 timeout=(request_timeout, request_timeout),
                 headers={"Accept-Encoding": "identity", "User-Agent": USER_AGENT},
             )
-        except (requests.exceptions.Timeout, socket.timeout) as error:
+        except (TimeoutError, requests.exceptions.Timeout) as error:
             raise DownloadTimeout(timeout_text) from error
         except requests.exceptions.ConnectionError as error:
             if isinstance(error.args[0] if error.args else None, urllib3.exceptions.ReadTimeoutError):
@@ -245,7 +244,7 @@ def _stream_to_part(
                 try:
                     # read1 returns whatever has arrived, so a trickle still reaches the guard.
                     chunk = response.raw.read1(CHUNK_BYTES, decode_content=False)
-                except (urllib3.exceptions.ReadTimeoutError, socket.timeout, TimeoutError) as error:
+                except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as error:
                     raise DownloadTimeout(timeout_text) from error
                 except urllib3.exceptions.ProtocolError as error:
                     if "IncompleteRead" in str(error) and total is not None:

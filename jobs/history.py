@@ -22,8 +22,8 @@ DELETED, CANCELLED, RECOVERED, INTERRUPTED = "deleted", "cancelled", "recovered"
 log = logging.getLogger("dq.events")
 
 
-def _fields(job_id: str, event: str, message: str, album_id: str | None) -> dict[str, str]:
-    fields = {"job": job_id, "event": event, "at": f"{time.time():.3f}"}
+def _fields(job_id: str, event: str, message: str, album_id: str | None) -> dict[Any, Any]:
+    fields: dict[Any, Any] = {"job": job_id, "event": event, "at": f"{time.time():.3f}"}
     if message:
         fields["message"] = message
     if album_id:
@@ -53,15 +53,15 @@ def record_many(
 
 def read(connection: redis.Redis, job_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     """Events oldest first; for one job (or album) when `job_id` is given."""
-    entries = connection.xrevrange(STREAM, count=MAX_EVENTS if job_id else limit)
+    entries: Any = connection.xrevrange(STREAM, count=MAX_EVENTS if job_id else limit)
     events = []
-    for entry_id, raw in entries:
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+    for entry_id, raw in entries or []:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
         if job_id and job_id not in (fields.get("job"), fields.get("album")):
             continue
         events.append(
             {
-                "id": entry_id.decode(),
+                "id": _text(entry_id),
                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(fields.get("at", "0")))),
                 "job": fields.get("job"),
                 "album": fields.get("album"),
@@ -73,3 +73,7 @@ def read(connection: redis.Redis, job_id: str | None = None, limit: int = 1000) 
             break
     events.reverse()
     return events
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -19,6 +19,7 @@ from rq.results import Result
 from rq.worker import Worker
 
 from config import Settings
+from jobs import history
 from jobs.connection import SERIALIZER
 from jobs.paths import check_dest, check_name, check_url
 
@@ -92,6 +93,8 @@ def enqueue_tracks(connection: redis.Redis, settings: Settings, requests: Sequen
     queue = get_queue(connection, settings)
     with connection.pipeline() as pipeline:
         jobs = queue.enqueue_many([track_job_data(r, settings) for r in checked], pipeline=pipeline)
+        for job, request in zip(jobs, checked, strict=True):
+            history.record(pipeline, job.id, history.ENQUEUED, request.url, album_id=request.album_id)
         pipeline.execute()
     return jobs
 

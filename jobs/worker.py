@@ -24,13 +24,19 @@ from rq.timeouts import JobTimeoutException
 from rq.worker import Worker
 
 import jobs.track  # noqa: F401  (imported before fork on purpose, see above)
+from jobs import history
 from jobs.connection import SERIALIZER
 from jobs.errors import DownloadError
 from jobs.lifecycle import failure_reason, is_deleted
 from supervisor.processes import set_parent_death_signal
 
+
 def processing_timeout_message(job: Job) -> str:
     return f"Processing timeout ({job.timeout}s exceeded)"
+
+
+def album_of(job: Job) -> str | None:
+    return (job.kwargs or {}).get("album_id")
 
 
 def failure_line(job: Job, error: BaseException | None) -> str:
@@ -93,6 +99,7 @@ class DownloadWorker(Worker):
         self._failure_line = None
         exc_string = f"{line}\n\n{exc_string}" if exc_string else line
         super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        history.record(self.connection, job.id, history.FAILED, line, album_id=album_of(job))
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
         if is_deleted(self.connection, job.id):
@@ -109,6 +116,11 @@ class DownloadWorker(Worker):
             self._forget(job, execution)
             return
         super().handle_job_success(job, queue, started_job_registry, execution)
+        history.record(self.connection, job.id, history.COMPLETED, album_id=album_of(job))
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
+        history.record(self.connection, job.id, history.STARTED, self.name, album_id=album_of(job))
 
     def _forget(self, job: Job, execution: Execution | None) -> None:
         """Drop our bookkeeping of a deleted job without writing the job itself."""

@@ -288,7 +288,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = [("Content-Type", content_type), *extra]
         if code != 204:
             headers.append(("Content-Length", str(len(body))))
-        if self._send_headers(code, headers, last=not body):
+        only_headers = not body or self.command == "HEAD"
+        if self._send_headers(code, headers, last=only_headers) and not only_headers:
             self._write(body, last=True)
 
     def _send_headers(self, code: int, headers: list[tuple[str, str]], *, last: bool = False) -> bool:
@@ -343,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _write(self, data: bytes, *, last: bool = False) -> bool:
         """Write everything or note why not; `last` marks the write that completes the response."""
-        if last:
+        if last and not self._completed:
             # Book the request as done before the final bytes leave: once the client holds
             # the whole response it may start another request at once, and max_active must
             # not count the two as overlapping, nor completed lag behind what it saw.
