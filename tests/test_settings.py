@@ -1,0 +1,103 @@
+"""Settings: production defaults, parsing, and refusal of bad values (exit 2, variable named)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import Settings, SettingsError
+from tests.conftest import run_dq
+
+
+def test_production_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.job_timeout == 300
+    assert settings.request_timeout == 30
+    assert settings.workers == 4
+    assert settings.cleanup_interval == 2
+    assert settings.shutdown_grace == 300
+    assert settings.queue_name == "downloads"
+    assert settings.download_dir == Path("downloads").absolute()
+    assert settings.state_dir == Path("var").absolute()
+    assert settings.dashboard_host == "127.0.0.1" and settings.dashboard_port == 9181
+    assert settings.dashboard_auth is None
+    assert settings.allow_private_networks is False
+    assert settings.embedded_redis
+    assert settings.effective_redis_url == f"unix://{Path('var').absolute()}/redis.sock"
+
+
+def test_messages_carry_the_configured_numbers() -> None:
+    assert Settings.from_env({}).timeout_message == "Download timeout (30s)"
+    assert Settings.from_env({}).processing_timeout_message == "Processing timeout (300s exceeded)"
+    assert Settings.from_env({}).shutdown_message == "Interrupted by shutdown (300s grace exceeded)"
+    fast = Settings.from_env({"DQ_REQUEST_TIMEOUT": "1.5", "DQ_JOB_TIMEOUT": "8", "DQ_SHUTDOWN_GRACE": "4"})
+    assert fast.timeout_message == "Download timeout (1.5s)"
+    assert fast.processing_timeout_message == "Processing timeout (8s exceeded)"
+    assert fast.shutdown_message == "Interrupted by shutdown (4s grace exceeded)"
+
+
+def test_values_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://127.0.0.1:6380/2",
+            "DQ_QUEUE": "music",
+            "DQ_WORKERS": "2",
+            "DQ_JOB_TIMEOUT": "60",
+            "DQ_REQUEST_TIMEOUT": "0.5",
+            "DQ_CLEANUP_INTERVAL": "0.25",
+            "DQ_SHUTDOWN_GRACE": "0",
+            "DQ_ALLOW_PRIVATE_NETWORKS": "1",
+            "DQ_DASHBOARD_USERNAME": "me",
+            "DQ_DASHBOARD_PASSWORD": "secret",
+            "DQ_DASHBOARD_HOST": "0.0.0.0",
+        }
+    )
+    assert settings.redis_url == "redis://127.0.0.1:6380/2" and not settings.embedded_redis
+    assert (settings.queue_name, settings.workers, settings.job_timeout) == ("music", 2, 60)
+    assert (settings.request_timeout, settings.cleanup_interval, settings.shutdown_grace) == (0.5, 0.25, 0)
+    assert settings.allow_private_networks
+    assert settings.dashboard_auth == ("me", "secret")
+    settings.check_dashboard_bind()  # credentials make a public bind acceptable
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DQ_WORKERS", "0"),
+        ("DQ_WORKERS", "four"),
+        ("DQ_WORKERS", "2.5"),
+        ("DQ_JOB_TIMEOUT", "-1"),
+        ("DQ_JOB_TIMEOUT", "abc"),
+        ("DQ_REQUEST_TIMEOUT", "0"),
+        ("DQ_REQUEST_TIMEOUT", "nan"),
+        ("DQ_CLEANUP_INTERVAL", "-2"),
+        ("DQ_SHUTDOWN_GRACE", "-5"),
+        ("DQ_DASHBOARD_PORT", "http"),
+        ("DQ_ALLOW_PRIVATE_NETWORKS", "maybe"),
+        ("REDIS_URL", "localhost:6379"),
+        ("DQ_QUEUE", "my queue"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value})
+
+
+def test_credentials_must_come_in_pairs() -> None:
+    with pytest.raises(SettingsError, match="DQ_DASHBOARD_PASSWORD"):
+        Settings.from_env({"DQ_DASHBOARD_USERNAME": "me"})
+
+
+def test_public_dashboard_bind_needs_credentials() -> None:
+    with pytest.raises(SettingsError, match="DQ_DASHBOARD_HOST"):
+        Settings.from_env({"DQ_DASHBOARD_HOST": "0.0.0.0"}).check_dashboard_bind()
+    Settings.from_env({"DQ_DASHBOARD_HOST": "::1"}).check_dashboard_bind()
+
+
+@pytest.mark.parametrize("command", [["stats"], ["jobs"], ["enqueue", "https://example.org/a.flac"]])
+def test_commands_exit_2_on_a_bad_setting(env: dict[str, str], command: list[str]) -> None:
+    env = dict(env, DQ_WORKERS="0")
+    result = run_dq(command, env)
+    assert result.returncode == 2, result.stderr
+    assert "DQ_WORKERS must be at least 1" in result.stderr
