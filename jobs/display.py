@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 BAR_WIDTH = 24
 
@@ -86,7 +87,7 @@ def bars(views: Sequence[dict[str, Any]]) -> str:
     rows = []
     for view in views:
         dest = view.get("dest") or ""
-        label = (dest + "/" if dest else "") + (view.get("url") or "").rsplit("/", 1)[-1]
+        label = (dest + "/" if dest else "") + unquote(urlsplit(view.get("url") or "").path.rsplit("/", 1)[-1])
         text = f"{view['id'][:8]} {bar(view)} {progress_text(view)} {status_word(view)}"
         if view.get("error"):
             text += f": {view['error']}"

@@ -173,3 +173,21 @@ def test_concurrent_downloads_do_not_share_part_files(fault_server: FaultServer,
         thread.join(20)
     assert errors == []
     assert sorted(p.name for p in leftovers(tmp_path)) == sorted(f"f{i}.flac" for i in range(6))
+
+
+def test_stall_guard_with_an_explicit_clock() -> None:
+    from jobs.download import StallGuard
+
+    now = [0.0]
+    guard = StallGuard(window=30, timeout_text="30", clock=lambda: now[0], limit=1024)
+    for _ in range(29):  # 1 KiB/s... and then some: a healthy slow stream passes
+        now[0] += 1
+        guard.add(2048)
+    now[0] += 1
+    guard.add(2048)  # window closes with 60 KiB in 30 s: fine, a new window starts
+    for _ in range(29):
+        now[0] += 1
+        guard.add(1)  # a trickle: one byte a second
+    now[0] += 1
+    with pytest.raises(DownloadTimeout, match=r"^Download timeout \(30s\)$"):
+        guard.add(1)
