@@ -92,7 +92,8 @@ def test_hangs_and_trickles_fail_as_timeouts(fault_server: FaultServer, tmp_path
 
 @pytest.mark.parametrize(
     ("code", "text", "retryable"),
-    [(404, "HTTP 404 Not Found", False), (403, "HTTP 403 Forbidden", False), (500, "HTTP 500 Internal Server Error", True),
+    [(404, "HTTP 404 Not Found", False), (403, "HTTP 403 Forbidden", False),
+     (500, "HTTP 500 Internal Server Error", True),
      (503, "HTTP 503 Service Unavailable", True), (429, "HTTP 429 Too Many Requests", True)],
 )
 def test_status_errors(fault_server: FaultServer, tmp_path: Path, code: int, text: str, retryable: bool) -> None:
