@@ -49,7 +49,8 @@ def test_enqueue_json(env: dict[str, str]) -> None:
         (["enqueue", "https://example.org/a.flac", "--dest", "../outside"], "escapes the download dir"),
         (["enqueue", "https://example.org/a.flac", "--dest", "/etc"], "relative to the download dir"),
         (["enqueue", "https://example.org/a.flac", "--name", "../x.flac"], "plain file name"),
-        (["enqueue", "https://example.org/a.flac", "https://example.org/b.flac", "--name", "x.flac"], "exactly one URL"),
+        (["enqueue", "https://example.org/a.flac", "https://example.org/b.flac", "--name", "x.flac"],
+         "exactly one URL"),
         (["enqueue"], "no URL given"),
     ],
 )
