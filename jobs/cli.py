@@ -16,13 +16,14 @@ import click
 import redis
 
 from config import Settings, SettingsError
-from jobs import display
+from jobs import album, display, history
 from jobs.connection import RedisUnavailable, connect
 from jobs.errors import InvalidRequest
-from jobs.queue import STATES, TrackRequest, enqueue_tracks, fetch_jobs, job_view, list_jobs, stats
+from jobs.queue import PARTIAL, STATES, TrackRequest, enqueue_tracks, job_view, list_jobs, stats
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REDIS = 1, 2, 3
 WATCH_INTERVAL = 0.5
+ALL_EVENTS = "*"  # what `--history` without an id stands for
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -68,6 +69,40 @@ def supervise() -> None:
     sys.exit(run_supervise(settings))
 
 
+@main.command()
+def dashboard() -> None:
+    """Serve the web dashboard (rq-dashboard) at DQ_DASHBOARD_HOST:DQ_DASHBOARD_PORT."""
+    import signal
+
+    from jobs.dashboard import make_dashboard_server
+
+    settings = load_settings()
+    try:
+        settings.check_dashboard_bind()
+    except SettingsError as error:
+        fail(str(error), EXIT_BAD_INPUT)
+    connection = open_redis(settings)
+    address = f"{settings.dashboard_host}:{settings.dashboard_port}"
+    try:
+        server = make_dashboard_server(settings, connection)
+    except OSError as error:
+        fail(f"cannot serve the dashboard on {address}: {error}", EXIT_FAILED)
+
+    def stop(signum: int, frame: object) -> None:
+        # SystemExit unwinds serve_forever(), so process managers see a clean exit 0.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    auth = "basic auth" if settings.dashboard_auth else "no auth (loopback only)"
+    click.echo(f"dashboard on http://{address}/ ({auth}), Redis {settings.effective_redis_url}", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 # --- the queue -----------------------------------------------------------------------------
 def read_url_lines(stream: TextIO) -> list[tuple[int, str]]:
     """Non-blank, non-comment lines with their 1-based line numbers."""
@@ -86,11 +121,30 @@ def read_url_lines(stream: TextIO) -> list[tuple[int, str]]:
 @click.option("--name", default=None, help="File name to save as (one URL only).")
 @click.option("--json", "as_json", is_flag=True, help="Print job objects as JSON.")
 @click.option("--wait", is_flag=True, help="Show progress until the jobs end; exit 0 only if all completed.")
+@click.option("--album", "album_name", default=None, metavar="NAME", help="One album of the URLs, in DEST/NAME/.")
+@click.option("--playlist", "playlist_url", default=None, metavar="URL", help="One album from an M3U/M3U8 playlist.")
 def enqueue(
-    urls: Sequence[str], from_file: TextIO | None, dest: str, name: str | None, as_json: bool, wait: bool
+    urls: Sequence[str],
+    from_file: TextIO | None,
+    dest: str,
+    name: str | None,
+    as_json: bool,
+    wait: bool,
+    album_name: str | None,
+    playlist_url: str | None,
 ) -> None:
-    """Put one track job per URL on the queue; print one job id per line."""
+    """Put one track job per URL on the queue; print one job id per line.
+
+    With --album or --playlist: one album; its id is printed first, then its track ids.
+    """
     settings = load_settings()
+    if playlist_url is not None:
+        if urls or from_file is not None or name is not None:
+            fail("--playlist takes no URLs, --from-file or --name (nothing was enqueued)", EXIT_BAD_INPUT)
+        sys.exit(enqueue_album_command(settings, album_name, [], dest, as_json, wait, playlist_url=playlist_url))
+    if album_name is not None and name is not None:
+        fail("--name cannot be used with --album: album tracks are named by the album (nothing was enqueued)",
+             EXIT_BAD_INPUT)
     requests_: list[TrackRequest] = []
     try:
         for url in urls:
@@ -107,11 +161,41 @@ def enqueue(
         fail("no URL given (nothing was enqueued)", EXIT_BAD_INPUT)
     if name is not None and len(requests_) > 1:
         fail("--name needs exactly one URL (nothing was enqueued)", EXIT_BAD_INPUT)
+    if album_name is not None:
+        sys.exit(enqueue_album_command(settings, album_name, [r.url for r in requests_], dest, as_json, wait))
     connection = open_redis(settings)
     jobs = enqueue_tracks(connection, settings, requests_)
     print_enqueued([job_view(job) for job in jobs], as_json)
     if wait:
         sys.exit(wait_for(connection, [job.id for job in jobs]))
+
+
+def enqueue_album_command(
+    settings: Settings,
+    album_name: str | None,
+    urls: list[str],
+    dest: str,
+    as_json: bool,
+    wait: bool,
+    *,
+    playlist_url: str | None = None,
+) -> int:
+    """Enqueue one album (from URLs or a playlist); print its id, then its track ids."""
+    connection = open_redis(settings)
+    try:
+        if playlist_url is not None:
+            # The tracks are known only once a worker has read the playlist.
+            record, _playlist_job = album.enqueue_playlist(connection, settings, playlist_url, album_name, dest)
+            track_ids: list[str] = []
+        else:
+            assert album_name is not None
+            record, jobs = album.enqueue_album(connection, settings, album_name, urls, dest)
+            track_ids = [job.id for job in jobs]
+    except InvalidRequest as error:
+        fail(f"{error} (nothing was enqueued)", EXIT_BAD_INPUT)
+    ids = [record.id] + track_ids
+    print_enqueued(album.views_of(connection, ids), as_json)
+    return wait_for(connection, ids) if wait else 0
 
 
 def print_enqueued(views: list[dict[str, Any]], as_json: bool) -> None:
@@ -128,7 +212,7 @@ def wait_for(connection: redis.Redis, job_ids: list[str], *, clock: Callable[[],
     seen: dict[str, str] = {}
     drawn = 0
     while True:
-        views = [job_view(job) for job in fetch_jobs(connection, job_ids)]
+        views = album.views_of(connection, job_ids)
         gone = len(job_ids) - len(views)
         if tty:
             block = display.bars(views)
@@ -150,25 +234,39 @@ def wait_for(connection: redis.Redis, job_ids: list[str], *, clock: Callable[[],
 
 
 @main.command(name="jobs")
-@click.option("--state", type=click.Choice(STATES + ("partial",)), default=None, help="Only jobs in this state.")
+@click.option("--state", type=click.Choice(STATES + (PARTIAL,)), default=None, help="Only jobs in this state.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of job objects.")
 @click.option("--watch", is_flag=True, help="Keep showing live progress until interrupted.")
-def jobs_command(state: str | None, as_json: bool, watch: bool) -> None:
+@click.option(
+    "--history", "history_of", is_flag=False, flag_value=ALL_EVENTS, default=None, metavar="[ID]",
+    help="Show the event history (of one job or album), deleted jobs included.",
+)
+def jobs_command(state: str | None, as_json: bool, watch: bool, history_of: str | None) -> None:
     """List jobs and albums still kept in Redis (completed for a day, failed for a week)."""
     settings = load_settings()
     connection = open_redis(settings)
+    if history_of is not None:
+        one = None if history_of == ALL_EVENTS else history_of
+        events = history.read(connection, one)
+        if as_json:
+            click.echo(json.dumps(events, indent=2))
+        elif one and not events:
+            fail(f"no events for {history_of}", EXIT_FAILED)
+        else:
+            click.echo("\n".join(event_line(event) for event in events) if events else "no events")
+        return
     if as_json:
         click.echo(json.dumps(list_jobs(connection, settings, state), indent=2))
         return
     if not watch:
-        click.echo(display.table(list_jobs(connection, settings, state)))
+        click.echo(jobs_table(list_jobs(connection, settings, state)))
         return
     drawn = 0
     tty = sys.stdout.isatty()
     try:
         while True:
             views = list_jobs(connection, settings, state)
-            block = display.bars(views) if tty else display.table(views)
+            block = display.bars(views) if tty else jobs_table(views)
             if tty and drawn:
                 click.echo(f"\x1b[{drawn}F\x1b[J", nl=False)
             click.echo(block if tty else block + "\n")
@@ -176,6 +274,46 @@ def jobs_command(state: str | None, as_json: bool, watch: bool) -> None:
             time.sleep(WATCH_INTERVAL if tty else 2.0)
     except KeyboardInterrupt:
         pass
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """`<time>  <job id>  <event>  <message>  (album <id>)`: one line per event."""
+    parts = [event["at"], event["job"] or "", event["event"] or ""]
+    if event.get("message"):
+        parts.append(event["message"])
+    if event.get("album") and event["album"] != event["job"]:
+        parts.append(f"(album {event['album']})")
+    return "  ".join(parts)
+
+
+def jobs_table(views: list[dict[str, Any]]) -> str:
+    """The plain listing, with each album's failed tracks and their errors under it."""
+    if not views:
+        return display.table(views)
+    lines = []
+    for view in views:
+        lines.append(display.line(view))
+        if view.get("kind") == "album":
+            lines.extend(album.failure_lines(view))
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True)
+def delete(ids: Sequence[str]) -> None:
+    """Delete jobs or albums in any state; print `<id> deleted|cancelled|not found` per id.
+
+    A running download is stopped first (its .part removed); downloaded files stay.
+    """
+    from jobs.deletion import NOT_FOUND, delete_jobs
+
+    settings = load_settings()
+    connection = open_redis(settings)
+    outcomes = delete_jobs(connection, settings, ids)
+    for item_id, outcome in outcomes:
+        click.echo(f"{item_id} {outcome}")
+    if any(outcome == NOT_FOUND for _, outcome in outcomes):
+        sys.exit(EXIT_FAILED)
 
 
 @main.command(name="stats")

@@ -16,7 +16,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
-from rq.worker import Worker
+from rq.worker import BaseWorker, Worker
 
 from config import Settings
 from jobs import history
@@ -29,6 +29,7 @@ FAILURE_TTL = 7 * 24 * 3600  # failed jobs for a week
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 STATES = (QUEUED, PROCESSING, COMPLETED, FAILED)
+PARTIAL = "partial"  # albums only: some tracks failed, the rest completed
 
 _STATE_OF_STATUS = {
     JobStatus.QUEUED: QUEUED,
@@ -179,16 +180,30 @@ def fetch_jobs(connection: redis.Redis, ids: Iterable[str]) -> list[Job]:
 
 
 def list_jobs(connection: redis.Redis, settings: Settings, state: str | None = None) -> list[dict[str, Any]]:
+    """Every job and album still kept, oldest first; albums carry their derived state."""
+    from jobs.album import with_albums  # jobs.album builds on this module
+
     views = [job_view(job) for job in fetch_jobs(connection, all_job_ids(connection, settings))]
+    views = with_albums(connection, views)
     if state is not None:
         views = [view for view in views if view["state"] == state]
     views.sort(key=lambda view: view["enqueued_at"] or "")
     return views
 
 
-def live_worker_names(connection: redis.Redis, settings: Settings) -> set[str]:
+def live_workers(connection: redis.Redis, settings: Settings) -> list[BaseWorker]:
+    """Workers of the queue that really run: a dead worker's key lingers for up to its TTL
+    (minutes), so one registered on this host also needs a running PID."""
+    from supervisor.processes import this_host, worker_alive
+
     queue = get_queue(connection, settings)
-    return {worker.name for worker in Worker.all(queue=queue, connection=connection)}
+    host = this_host()
+    workers = Worker.all(queue=queue, connection=connection, serializer=SERIALIZER)
+    return [worker for worker in workers if worker_alive(worker.hostname, worker.pid, host)]
+
+
+def live_worker_names(connection: redis.Redis, settings: Settings) -> set[str]:
+    return {worker.name for worker in live_workers(connection, settings)}
 
 
 def active_job_ids(connection: redis.Redis, settings: Settings) -> list[str]:
@@ -197,8 +212,7 @@ def active_job_ids(connection: redis.Redis, settings: Settings) -> list[str]:
     pairs = registry.get_job_and_execution_ids(cleanup=False)
     if not pairs:
         return []
-    queue = get_queue(connection, settings)
-    workers = Worker.all(queue=queue, connection=connection, serializer=SERIALIZER)
+    workers = live_workers(connection, settings)
     busy = {w.get_current_job_id() for w in workers if w.get_state() == "busy"}
     return [job_id for job_id, _execution in pairs if job_id in busy]
 
@@ -211,7 +225,7 @@ def stats(connection: redis.Redis, settings: Settings) -> dict[str, Any]:
     processing = len(started_job_ids(connection, settings))
     completed = FinishedJobRegistry(name, connection=connection).get_job_count(cleanup=False)
     failed = FailedJobRegistry(name, connection=connection).get_job_count(cleanup=False)
-    workers = Worker.count(queue=queue, connection=connection)
+    workers = len(live_workers(connection, settings))
     return {
         "queue": {
             "queued": queued,

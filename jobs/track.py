@@ -11,7 +11,7 @@ from rq.job import Job, get_current_job
 from config import Settings
 from jobs.connection import SERIALIZER
 from jobs.download import Target, download
-from jobs.lifecycle import JobDeleted, write_meta_if_alive
+from jobs.lifecycle import JobDeleted, is_deleted, write_meta_if_alive
 
 
 def download_track(
@@ -28,6 +28,8 @@ def download_track(
     """
     settings = Settings.from_env()
     job = get_current_job()
+    if job is not None and is_deleted(job.connection, job.id):
+        raise JobDeleted(job.id)  # deleted while a worker was picking it up: fetch nothing
     reporter = ProgressReporter(job) if job is not None else None
     result = download(
         url,

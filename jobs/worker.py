@@ -16,16 +16,20 @@ from types import TracebackType
 from typing import Any
 
 import requests  # noqa: F401  (imported before fork on purpose, see above)
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.executions import Execution
 from rq.job import Job
+from rq.logutils import setup_loghandlers
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.timeouts import JobTimeoutException
 from rq.worker import Worker
 
+import jobs.playlist  # noqa: F401  (imported before fork on purpose, see above)
 import jobs.track  # noqa: F401  (imported before fork on purpose, see above)
 from jobs import history
 from jobs.connection import SERIALIZER
+from jobs.deletion import purge_job
 from jobs.errors import DownloadError
 from jobs.lifecycle import failure_reason, is_deleted
 from supervisor.processes import set_parent_death_signal
@@ -56,6 +60,16 @@ class DownloadWorker(Worker):
         kwargs.setdefault("serializer", SERIALIZER)
         super().__init__(*args, **kwargs)
         self._failure_line: str | None = None
+
+    def bootstrap(
+        self,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # Our own loggers (the event history's one line per state change) go where RQ's go.
+        setup_loghandlers(logging_level, date_format, log_format, name="dq")
+        super().bootstrap(logging_level, date_format, log_format)
 
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         assert self.pid is not None
@@ -122,10 +136,22 @@ class DownloadWorker(Worker):
         super().prepare_job_execution(job, remove_from_intermediate_queue)
         history.record(self.connection, job.id, history.STARTED, self.name, album_id=album_of(job))
 
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        super().execute_job(job, queue)
+        if is_deleted(self.connection, job.id):
+            # Runs after the horse is gone and after our last heartbeat for the job, so
+            # whatever our own bookkeeping wrote after the deletion began goes here for good.
+            purge_job(self.connection, job.id, job.origin)
+
     def _forget(self, job: Job, execution: Execution | None) -> None:
         """Drop our bookkeeping of a deleted job without writing the job itself."""
         self._failure_line = None
+        if self._stopped_job_id == job.id:
+            self._stopped_job_id = None
         with self.connection.pipeline() as pipeline:
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             pipeline.execute()
+        # A job dequeued while it was being deleted had its keys written back by RQ's own
+        # preparation (status, execution); remove them again.
+        purge_job(self.connection, job.id, job.origin)
         self.log.info("Worker %s: job %s was deleted while it ran; nothing of it is stored", self.name, job.id)

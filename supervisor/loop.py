@@ -1,34 +1,91 @@
 """The supervisor's main loop: a `step(now)` that tests drive with an explicit clock.
 
-Signal handlers only set flags (`request_stop`); every decision is taken in `step`.
+Signal handlers only count stop requests; every decision is taken in `step`:
+
+- running: the pool keeps `DQ_WORKERS` workers alive; cleanup runs every
+  `DQ_CLEANUP_INTERVAL` and at once when a worker died (so its job is recovered quickly);
+- first SIGTERM/SIGINT → draining: the workers get SIGTERM (warm shutdown: they take no
+  new job and finish the running one); queued jobs stay queued;
+- grace ran out → killing: the failure reason is stored, the horses are killed, their
+  workers record the failure and exit; after `PARENT_RECORD_WAIT` the rest are SIGKILLed;
+- second request → killing at once (horses and workers SIGKILLed together);
+- once no worker is left, whatever they left started is failed with the shutdown message.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol, TypeVar
+
+import redis
 
 from config import Settings
-from supervisor.workers import WorkerPool
+from supervisor.cleanup import PARENT_RECORD_WAIT
+from supervisor.workers import WorkerProcess
 
 log = logging.getLogger("dq.supervisor")
 
-TICK = 0.2  # seconds between steps; cheap: a step only polls child processes
+TICK = 0.2  # seconds between steps; cheap: a step polls child processes, cleanup has its own interval
+T = TypeVar("T")
+
+
+class Pool(Protocol):
+    """What the loop needs of `supervisor.workers.WorkerPool`."""
+
+    def step(self, now: float) -> list[WorkerProcess]: ...
+
+    @property
+    def live(self) -> list[WorkerProcess]: ...
+
+    def warm_stop(self) -> None: ...
+
+    def kill_all(self) -> None: ...
+
+
+class Caretaker(Protocol):
+    """What the loop needs of `supervisor.cleanup.Cleanup`."""
+
+    def startup(self) -> None: ...
+
+    def run(self, now: float) -> object: ...
+
+    def interrupt(self, workers: Mapping[str, int], message: str) -> list[str]: ...
+
+    def fail_interrupted(self, worker_names: Iterable[str], message: str) -> list[str]: ...
+
+
+class Phase(enum.Enum):
+    RUNNING = "running"
+    DRAINING = "draining"  # warm stop sent, waiting up to the grace
+    KILLING = "killing"  # horses killed, waiting for the workers to go
+    DONE = "done"
 
 
 @dataclass
 class Supervisor:
     settings: Settings
-    pool: WorkerPool
+    pool: Pool
+    cleanup: Caretaker | None = None
     clock: Callable[[], float] = time.monotonic
     stop_requests: int = 0
+    phase: Phase = Phase.RUNNING
     stopping_since: float | None = None
-    done: bool = False
+    next_cleanup: float = 0.0
+    kill_deadline: float | None = None  # KILLING: when the remaining workers get SIGKILL
+    hard_killed: bool = False
+    interrupted_workers: dict[str, int] = field(default_factory=dict)
+    interrupted_jobs: list[str] = field(default_factory=list)
     _handled_requests: int = field(default=0, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.phase is Phase.DONE
 
     # --- signals: flags only -------------------------------------------------------------
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -40,37 +97,94 @@ class Supervisor:
 
     # --- the loop ------------------------------------------------------------------------
     def start(self, now: float) -> None:
+        """Recover what a previous run left behind, then start the workers (in that order:
+        a worker's own maintenance would otherwise fail those jobs with RQ's generic text)."""
+        if self.cleanup is not None:
+            self.cleanup.startup()
         self.pool.step(now)
+        self.next_cleanup = now + self.settings.cleanup_interval
 
     def step(self, now: float) -> None:
         if self.stop_requests > self._handled_requests:
             self._handled_requests = self.stop_requests
             self._on_stop_request(now)
-        self.pool.step(now)
-        if self.stopping_since is not None:
-            self._step_shutdown(now)
+        died = self.pool.step(now)
+        if self.phase in (Phase.RUNNING, Phase.DRAINING) and (died or now >= self.next_cleanup):
+            self._run_cleanup(now)
+        if self.phase is Phase.DRAINING:
+            self._step_draining(now)
+        elif self.phase is Phase.KILLING:
+            self._step_killing(now)
+
+    def _run_cleanup(self, now: float) -> None:
+        self.next_cleanup = now + self.settings.cleanup_interval
+        if self.cleanup is not None:
+            self._redis_call("cleanup", self.cleanup.run, now)
 
     def _on_stop_request(self, now: float) -> None:
-        if self.stopping_since is None:
+        if self.phase is Phase.RUNNING:
             log.info(
                 "shutting down: workers finish their downloads (up to %gs), queued jobs stay queued",
                 self.settings.shutdown_grace,
             )
+            self.phase = Phase.DRAINING
             self.stopping_since = now
             self.pool.warm_stop()
-        else:
-            log.warning("second stop request: stopping now")
+        elif self.phase is Phase.DRAINING:
+            log.warning("second stop request: stopping the running downloads now")
+            self._interrupt(now, patient=False)
+        elif self.phase is Phase.KILLING and not self.hard_killed:
+            log.warning("another stop request: killing the workers now")
             self.pool.kill_all()
+            self.hard_killed = True
 
-    def _step_shutdown(self, now: float) -> None:
+    def _step_draining(self, now: float) -> None:
         assert self.stopping_since is not None
         if not self.pool.live:
-            self.done = True
-            return
-        if now - self.stopping_since >= self.settings.shutdown_grace:
+            self.phase = Phase.DONE
+            log.info("all workers finished; nothing was interrupted")
+        elif now - self.stopping_since >= self.settings.shutdown_grace:
             log.warning("shutdown grace of %gs ran out: stopping the remaining downloads",
                         self.settings.shutdown_grace)
+            self._interrupt(now, patient=True)
+
+    def _interrupt(self, now: float, *, patient: bool) -> None:
+        """Store the reason, kill the horses; a patient stop lets the workers record it."""
+        workers = {worker.name: worker.pid for worker in self.pool.live}
+        self.interrupted_workers.update(workers)
+        self.phase = Phase.KILLING
+        if self.cleanup is not None and workers:
+            jobs = self._redis_call("interrupt", self.cleanup.interrupt, workers, self.settings.shutdown_message)
+            self.interrupted_jobs += jobs or []
+        if patient:
+            self.kill_deadline = now + PARENT_RECORD_WAIT
+        else:
+            self.kill_deadline = now
             self.pool.kill_all()
+            self.hard_killed = True
+
+    def _step_killing(self, now: float) -> None:
+        if self.pool.live:
+            if not self.hard_killed and self.kill_deadline is not None and now >= self.kill_deadline:
+                log.warning("%d worker(s) still running after their downloads were stopped: killing them",
+                            len(self.pool.live))
+                self.pool.kill_all()
+                self.hard_killed = True
+            return
+        if self.cleanup is not None:
+            self._redis_call("fail interrupted jobs", self.cleanup.fail_interrupted,
+                             list(self.interrupted_workers), self.settings.shutdown_message)
+        self.phase = Phase.DONE
+        log.info("stopped %d running download(s): %s", len(self.interrupted_jobs),
+                 ", ".join(self.interrupted_jobs) or "none")
+
+    def _redis_call(self, what: str, function: Callable[..., T], *args: object) -> T | None:
+        """Run one Redis-backed step; an unreachable Redis is logged and retried next time."""
+        try:
+            return function(*args)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+            log.error("%s skipped: Redis unreachable (%s)", what, error)
+            return None
 
     def run(self) -> int:
         self.install_signal_handlers()

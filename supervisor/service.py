@@ -10,6 +10,7 @@ import sys
 
 from config import Settings, SettingsError
 from jobs.connection import RedisUnavailable, connect
+from supervisor.cleanup import Cleanup
 from supervisor.loop import Supervisor
 from supervisor.processes import set_parent_death_signal
 from supervisor.redis_server import RedisServer, RedisStartError
@@ -34,13 +35,13 @@ def worker_env(settings: Settings) -> dict[str, str]:
 def run_supervise(settings: Settings) -> int:
     configure_logging()
     try:
-        connect(settings)
+        connection = connect(settings)
     except RedisUnavailable as error:
         log.error("%s", error)
         return 3
     settings.download_dir.mkdir(parents=True, exist_ok=True)
     pool = WorkerPool(settings, env=worker_env(settings))
-    supervisor = Supervisor(settings, pool)
+    supervisor = Supervisor(settings, pool, Cleanup.create(connection, settings))
     log.info("supervising %d workers on queue %r at %s", settings.workers, settings.queue_name,
              settings.effective_redis_url)
     return supervisor.run()

@@ -113,13 +113,14 @@ class WorkerPool:
                 )  # fmt: skip
         return dead
 
-    def step(self, now: float) -> None:
-        self.reap(now)
-        if not self.spawning:
-            return
-        for slot in self.slots:
-            if slot.worker is None and now >= slot.restart_at:
-                self.spawn(slot, now)
+    def step(self, now: float) -> list[WorkerProcess]:
+        """Reap dead workers, (re)spawn those whose backoff has passed; return the dead."""
+        dead = self.reap(now)
+        if self.spawning:
+            for slot in self.slots:
+                if slot.worker is None and now >= slot.restart_at:
+                    self.spawn(slot, now)
+        return dead
 
     @property
     def live(self) -> list[WorkerProcess]:

@@ -33,6 +33,15 @@ FAST_SETTINGS = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-screenshot",
+        action="store_true",
+        default=False,
+        help="copy the browser test's dashboard screenshot to tests/screenshots/ (the README's picture)",
+    )
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     directory = tmp_path_factory.mktemp("redis")

@@ -1,0 +1,345 @@
+"""The web dashboard: rq-dashboard 0.9.0's blueprint served at `/` by a small Flask app of ours.
+
+Everything comes from `Settings`: our Redis, the JSON serializer, the bind address, and HTTP
+basic auth when DQ_DASHBOARD_USERNAME/PASSWORD are set. The blueprint stays as installed; what
+0.9.0 gets wrong with RQ 3.0 and our jobs is replaced here, endpoint by endpoint, by swapping
+`app.view_functions` after the blueprint is registered (the URLs and the JavaScript stay theirs):
+
+- `workers.json` read workers without the serializer, so a worker busy with a JSON job made it
+  500 (its current job's call string was unpickled);
+- the job page and `job/<id>.json` 500ed for a job that is gone and for jobs with
+  dependencies (`str.decode` on RQ 3.0's dependency ids); job lists 500ed for an unknown
+  registry name (all of these are 404 or 200 now);
+- a plain GET on `/requeue/<queue>` requeued every failed job (a link prefetch could do it);
+- Delete called `job.delete()`, which leaves a running download going (and able to recreate
+  the job): ours goes through `jobs.deletion.delete_jobs`, like `bin/delete`;
+- requeue fetched the job without the serializer.
+
+The blueprint also opened a new Redis client on every request; we use one shared client.
+Writes (POST) carrying a foreign `Origin` are refused, so another web page cannot make the
+user's browser delete or requeue jobs here (it would send cached basic-auth credentials too).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import rq_dashboard
+import rq_dashboard.web as dashboard_web
+from flask import Flask, Response, current_app, request
+from flask import jsonify as flask_jsonify
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, requeue_job
+from rq.queue import Queue
+from rq.registry import (
+    BaseRegistry,
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+from rq.worker import BaseWorker, Worker
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from config import Settings
+from jobs import history
+from jobs.connection import SERIALIZER
+
+log = logging.getLogger("dq.dashboard")
+
+BLUEPRINT = "rq_dashboard"
+REALM = "download-queue"
+REGISTRIES: dict[str, type[BaseRegistry]] = {
+    "failed": FailedJobRegistry,
+    "deferred": DeferredJobRegistry,
+    "started": StartedJobRegistry,
+    "finished": FinishedJobRegistry,
+    "scheduled": ScheduledJobRegistry,
+    "canceled": CanceledJobRegistry,
+}
+REGISTRY_NAMES = ("queued", *REGISTRIES)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ViewFunction = Callable[..., Any]
+
+
+def credentials_match(given_user: str, given_password: str, expected: tuple[str, str]) -> bool:
+    """Both compared in constant time, and both always compared (no early exit on the name)."""
+    user_ok = hmac.compare_digest(given_user.encode(), expected[0].encode())
+    password_ok = hmac.compare_digest(given_password.encode(), expected[1].encode())
+    return user_ok and password_ok
+
+
+def json_response(payload: dict[str, Any], status: int = 200) -> Response:
+    response = flask_jsonify(payload)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def create_app(settings: Settings, connection: redis.Redis) -> Flask:
+    """The dashboard app for these settings; `connection` is shared by every request."""
+    # rq-dashboard's templates ask for the app's own `static` endpoint (favicon) as well as
+    # the blueprint's, so point the app's static folder at the same files.
+    static = os.path.join(os.path.dirname(rq_dashboard.__file__), "static")
+    app = Flask(__name__, static_folder=static)
+    app.config["RQ_DASHBOARD_REDIS_URL"] = (settings.effective_redis_url,)
+    app.config["RQ_DASHBOARD_DISABLE_DELETE"] = False
+    # The blueprint reads the serializer from this module-level object (it has no app config
+    # for it); every process serves one dashboard, so setting it globally is what we want.
+    dashboard_web.config.serializer = SERIALIZER
+
+    # Registered on the app before the blueprint, so it runs first for every request: pages,
+    # JSON, static files and our replacement views alike (add_basic_auth-style).
+    auth = settings.dashboard_auth
+    if auth is not None:
+        app.before_request(_basic_auth_hook(auth))
+    app.before_request(_refuse_cross_site_writes)
+    app.register_blueprint(dashboard_web.blueprint)
+
+    # The blueprint's own hook opens a new Redis client per request (and 500s for an unknown
+    # instance number); ours hands every request the one shared client.
+    if BLUEPRINT not in app.before_request_funcs:
+        raise RuntimeError("rq-dashboard's connection hook moved; is it still 0.9.x?")
+    app.before_request_funcs[BLUEPRINT] = [_shared_connection_hook(connection)]
+    app.register_error_handler(NoSuchJobError, _no_such_job)
+    _replace_views(app, settings, connection)
+    return app
+
+
+def _basic_auth_hook(expected: tuple[str, str]) -> Callable[[], Response | None]:
+    def require_basic_auth() -> Response | None:
+        given = request.authorization
+        if given is not None and given.type == "basic":
+            if credentials_match(given.username or "", given.password or "", expected):
+                return None
+        return Response(
+            "Please log in to the download-queue dashboard.\n",
+            401,
+            {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"', "Cache-Control": "no-store"},
+        )
+
+    return require_basic_auth
+
+
+def _refuse_cross_site_writes() -> Response | None:
+    """A page on another site must not be able to POST deletes here through the user's browser
+    (which would also send cached basic-auth credentials). Browsers send Origin on POST."""
+    if request.method in SAFE_METHODS:
+        return None
+    origin = request.headers.get("Origin")
+    if origin is not None and urlsplit(origin).netloc != request.host:
+        return json_response({"status": "ERROR", "message": "cross-site request refused"}, 403)
+    return None
+
+
+def _shared_connection_hook(connection: redis.Redis) -> Callable[[], Response | None]:
+    def use_shared_connection() -> Response | None:
+        view_args = request.view_args or {}
+        if view_args.get("instance_number", 0) != 0:
+            return json_response({"status": "ERROR", "message": "only instance 0 exists"}, 404)
+        current_app.redis_conn = connection  # type: ignore[attr-defined]
+        return None
+
+    return use_shared_connection
+
+
+def _no_such_job(error: NoSuchJobError) -> Response:
+    return json_response({"status": "ERROR", "message": str(error) or "no such job"}, 404)
+
+
+def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> None:
+    views = app.view_functions
+
+    def replace(endpoint: str, view: ViewFunction) -> None:
+        full = f"{BLUEPRINT}.{endpoint}"
+        if full not in views:
+            raise RuntimeError(f"rq-dashboard has no endpoint {full}; is it still 0.9.x?")
+        views[full] = view
+
+    original_job_page = views[f"{BLUEPRINT}.job_view"]
+    original_list_jobs = views[f"{BLUEPRINT}.list_jobs"]
+    original_jobs_page = views[f"{BLUEPRINT}.jobs_overview"]
+
+    def job_page(instance_number: int, job_id: str) -> Any:
+        # Theirs fetches without our serializer and 500s for a job that is gone.
+        Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
+        return original_job_page(instance_number=instance_number, job_id=job_id)
+
+    def jobs_page(instance_number: int, queue_name: str | None, registry_name: str, **rest: Any) -> Any:
+        if registry_name not in REGISTRY_NAMES:
+            return json_response({"status": "ERROR", "message": f"no registry {registry_name!r}"}, 404)
+        # The navbar's "Jobs" link names no queue; theirs then shows RQ's empty "default" queue.
+        return original_jobs_page(
+            instance_number=instance_number,
+            queue_name=queue_name or settings.queue_name,
+            registry_name=registry_name,
+            **rest,
+        )
+
+    def list_jobs(instance_number: int, queue_name: str, registry_name: str, **rest: Any) -> Any:
+        # Theirs raises UnboundLocalError (500) for a registry name it does not know.
+        if registry_name not in REGISTRY_NAMES:
+            return json_response({"status": "ERROR", "message": f"no registry {registry_name!r}"}, 404)
+        return original_list_jobs(
+            instance_number=instance_number, queue_name=queue_name, registry_name=registry_name, **rest
+        )
+
+    def job_info(instance_number: int, job_id: str) -> Response:
+        return json_response(job_details(connection, job_id))
+
+    def list_workers(instance_number: int) -> Response:
+        return json_response({"workers": worker_rows(connection)})
+
+    def delete_job(job_id: str) -> Response:
+        [(_, outcome)] = delete_ids(connection, settings, [job_id])
+        status = "ERROR" if outcome == "not found" else "OK"
+        return json_response({"status": status, "outcome": outcome})
+
+    def requeue_one(job_id: str) -> Response:
+        try:
+            requeue_job(job_id, connection=connection, serializer=SERIALIZER)
+        except InvalidJobOperation as error:
+            return json_response({"status": "ERROR", "message": str(error)}, 409)
+        history.record(connection, job_id, history.ENQUEUED, "requeued from the dashboard")
+        return json_response({"status": "OK"})
+
+    def requeue_all(queue_name: str) -> Response:
+        # The blueprint also answers GET here; a prefetched or crawled link must change nothing.
+        if request.method != "POST":
+            response = json_response({"status": "ERROR", "message": "use POST to requeue"}, 405)
+            response.headers["Allow"] = "POST"
+            return response
+        registry = FailedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER)
+        requeued = 0
+        for job_id in registry.get_job_ids(cleanup=False):
+            try:
+                requeue_job(job_id, connection=connection, serializer=SERIALIZER)
+            except (NoSuchJobError, InvalidJobOperation):
+                continue  # expired or changed state since we listed it
+            history.record(connection, job_id, history.ENQUEUED, "requeued from the dashboard")
+            requeued += 1
+        return json_response({"status": "OK", "count": requeued})
+
+    def empty_queue(queue_name: str, registry_name: str) -> Response:
+        # Theirs calls job.delete() on each job, running ones included; ours stops downloads.
+        if registry_name == "queued":
+            queue = dashboard_queue(connection, queue_name)
+            ids = queue.get_job_ids()
+        elif registry_name in REGISTRIES:
+            registry = REGISTRIES[registry_name](queue_name, connection=connection, serializer=SERIALIZER)
+            ids = registry.get_job_ids(cleanup=False)
+        else:
+            return json_response({"status": "ERROR", "message": f"no registry {registry_name!r}"}, 404)
+        outcomes = delete_ids(connection, settings, ids) if ids else []
+        return json_response({"status": "OK", "count": sum(1 for _, o in outcomes if o != "not found")})
+
+    replace("job_view", job_page)
+    replace("jobs_overview", jobs_page)
+    replace("list_jobs", list_jobs)
+    replace("job_info", job_info)
+    replace("list_workers", list_workers)
+    replace("delete_job_view", delete_job)
+    replace("requeue_job_view", requeue_one)
+    replace("requeue_all", requeue_all)
+    replace("empty_queue", empty_queue)
+
+
+def dashboard_queue(connection: redis.Redis, name: str) -> Queue:
+    return Queue(name, connection=connection, serializer=SERIALIZER)
+
+
+def delete_ids(connection: redis.Redis, settings: Settings, ids: Sequence[str]) -> list[tuple[str, str]]:
+    # Imported here so the dashboard starts even while the deletion module is being changed,
+    # and so this module stays cheap to import.
+    from jobs.deletion import delete_jobs
+
+    return list(delete_jobs(connection, settings, ids))
+
+
+def job_details(connection: redis.Redis, job_id: str) -> dict[str, Any]:
+    """What `data/job/<id>.json` shows, in rq-dashboard's shape, for any of our jobs."""
+    job = Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
+    latest = job.latest_result()
+    status = job.get_status(refresh=False)
+    details: dict[str, Any] = {
+        "id": job.id,
+        "created_at": dashboard_web.serialize_date(job.created_at),
+        "enqueued_at": dashboard_web.serialize_date(job.enqueued_at),
+        "started_at": dashboard_web.serialize_date(job.started_at),
+        "ended_at": dashboard_web.serialize_date(job.ended_at),
+        "origin": job.origin,
+        "status": getattr(status, "value", status),
+        "result": _json_safe(job.return_value(refresh=False)),
+        "exc_info": latest.exc_string if latest else None,
+        "description": job.description,
+        "metadata": json.dumps(job.meta or {}, default=str),
+    }
+    # RQ 3.0 gives dependency ids as str (theirs called .decode() on them and 500ed).
+    dependency_ids = [str(dep) for dep in job.dependency_ids]
+    if dependency_ids:
+        details["depends_on"] = dependency_ids
+        details["depends_on_status"] = [
+            "active" if Job.exists(dep, connection=connection) else "expired" for dep in dependency_ids
+        ]
+    return details
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def worker_rows(connection: redis.Redis) -> list[dict[str, Any]]:
+    """What `data/workers.json` shows; workers read with our serializer so busy ones work."""
+    rows = []
+    for worker in Worker.all(connection=connection, serializer=SERIALIZER):
+        rows.append(
+            {
+                "name": worker.name,
+                "pid": worker.pid,
+                "queues": [queue.name for queue in worker.queues],
+                "state": str(worker.get_state()),
+                "current_job": _current_job(worker),
+                "last_heartbeat": worker.last_heartbeat,
+                "birth_date": worker.birth_date,
+                "successful_job_count": worker.successful_job_count,
+                "failed_job_count": worker.failed_job_count,
+                "total_working_time": worker.total_working_time,
+                "version": getattr(worker, "version", ""),
+                "python_version": getattr(worker, "python_version", ""),
+            }
+        )
+    rows.sort(key=lambda row: (row["state"], row["queues"], row["name"]))
+    return rows
+
+
+def _current_job(worker: BaseWorker) -> dict[str, Any] | str:
+    try:
+        job = worker.get_current_job()
+    except NoSuchJobError:
+        # The job ended or was deleted between reading the worker and reading the job.
+        return "idle"
+    if job is None:
+        return "idle"
+    return {
+        "job_id": job.id,
+        "description": job.description,
+        "created_at": dashboard_web.serialize_date(job.created_at),
+        "call_string": job.get_call_string(),
+    }
+
+
+def make_dashboard_server(settings: Settings, connection: redis.Redis) -> BaseWSGIServer:
+    """A threaded HTTP server bound to DQ_DASHBOARD_HOST:DQ_DASHBOARD_PORT (raises OSError)."""
+    app = create_app(settings, connection)
+    # The pages poll every 2.5 s; a log line per request would drown `bin/up`'s own log.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    return make_server(settings.dashboard_host, settings.dashboard_port, app, threaded=True)

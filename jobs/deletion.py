@@ -1,0 +1,262 @@
+"""Real deletion of jobs and albums, in every state (`bin/delete`, the dashboard's Delete).
+
+`delete_jobs(connection, settings, ids)` returns `(id, outcome)` in input order, the outcome
+being "deleted", "cancelled" or "not found"; ids may name track jobs, playlist jobs or albums.
+
+1. Every job concerned gets a tombstone (`jobs.lifecycle.mark_deleted`), and its status,
+   meta and worker are read in the same transaction. From then on no write of a running
+   download lands (progress, result, heartbeat, callbacks: see `jobs.worker`), and a worker
+   that dequeues the job a moment later drops it before downloading.
+2. queued, completed, failed (any state but started): every key of the job is removed at
+   once (queue, every registry, results, executions, the job hash); files stay. Event
+   `deleted` with `Deleted by user`.
+3. processing: the download stops by itself at its next progress write (about once a
+   second while bytes flow), removing its `.part`. A download that writes nothing (a hung
+   server) is stopped after COOPERATIVE_WAIT with RQ's stop command, which kills the horse.
+   We return only once the worker has let go of the job (its execution is gone from the
+   started registry, which the worker does after the horse stopped or after it closed the
+   connection and removed the `.part`), or its worker is gone. Then the `.part` (if the horse
+   was killed) and the job's keys are removed. Event `cancelled` with
+   `Cancelled by user during processing`.
+4. An album: its playlist job and all its tracks by these rules, then its record. Outcome
+   `cancelled` when one of its jobs was running, else `deleted`.
+5. An unknown id: `not found`, nothing changed.
+
+The tombstone lives in the `dq:deleted` sorted set (see `jobs.lifecycle`), so once this
+returns no Redis key name contains the id; the event history keeps the audit trail.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+from rq.command import send_command
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+from rq.results import Result
+
+from config import CANCELLED_MESSAGE, DELETED_MESSAGE, Settings
+from jobs import album, history
+from jobs.connection import SERIALIZER
+from jobs.download import PROGRESS_INTERVAL
+from jobs.lifecycle import FAILURE_REASON_PREFIX, mark_deleted, remove_part_file
+
+DELETED, CANCELLED, NOT_FOUND = "deleted", "cancelled", "not found"
+COOPERATIVE_WAIT = 2 * PROGRESS_INTERVAL  # a download with bytes flowing stops by itself within this
+STOP_WAIT = 10.0  # after the stop command: the worker kills its horse within milliseconds normally
+POLL_INTERVAL = 0.05
+
+log = logging.getLogger("dq.delete")
+
+
+@dataclass
+class _Target:
+    """One job to delete, as read when its tombstone was set."""
+
+    job_id: str
+    status: str | None
+    part_of: str | None  # the album id, if any
+    kind: str
+    final_path: str | None
+    worker_name: str | None
+    origin: str
+    stop_sent: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status == JobStatus.STARTED.value
+
+
+@dataclass
+class _Request:
+    """One id the caller asked to delete."""
+
+    item_id: str
+    album: album.AlbumRecord | None = None
+    job_ids: list[str] = field(default_factory=list)
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def delete_jobs(connection: redis.Redis, settings: Settings, ids: Sequence[str]) -> list[tuple[str, str]]:
+    """Delete jobs and albums in any state; (id, outcome) for each id, in input order."""
+    requests_ = [_resolve(connection, item_id) for item_id in ids]
+    job_ids = list(dict.fromkeys(job_id for request in requests_ for job_id in request.job_ids))
+    targets = _tombstone(connection, settings, job_ids)
+
+    idle = [target for target in targets.values() if target.status is not None and not target.running]
+    running = [target for target in targets.values() if target.running]
+    # Queued ones go first, so that a worker freed by a stop below cannot pick one of them up.
+    for target in idle:
+        _finish(connection, target, history.DELETED, DELETED_MESSAGE)
+    _stop_all(connection, running)
+    for target in running:
+        remove_part_file(settings.download_dir, target.final_path)
+        _finish(connection, target, history.CANCELLED, CANCELLED_MESSAGE)
+
+    outcomes = []
+    for request in requests_:
+        members = [targets[job_id] for job_id in request.job_ids if job_id in targets]
+        if request.album is not None:
+            cancelled = any(target.running for target in members)
+            with connection.pipeline() as pipeline:
+                album.remove_record(pipeline, request.album.id)
+                history.record(
+                    pipeline, request.album.id, history.CANCELLED if cancelled else history.DELETED,
+                    CANCELLED_MESSAGE if cancelled else DELETED_MESSAGE, album_id=request.album.id,
+                )
+                pipeline.execute()
+            outcomes.append((request.item_id, CANCELLED if cancelled else DELETED))
+        elif members and members[0].status is not None:
+            outcomes.append((request.item_id, CANCELLED if members[0].running else DELETED))
+        else:
+            outcomes.append((request.item_id, NOT_FOUND))
+    return outcomes
+
+
+def _resolve(connection: redis.Redis, item_id: str) -> _Request:
+    """Which jobs an id stands for: an album's jobs, one job, or nothing (not found)."""
+    if item_id.startswith(album.ALBUM_ID_PREFIX) and album.exists(connection, item_id):
+        # The album's tombstone first: a playlist job that has not added its tracks yet
+        # can no longer add them, so the track list read below is final.
+        mark_deleted(connection, [item_id])
+        record = album.load(connection, item_id)
+        if record is not None:
+            return _Request(item_id, record, record.job_ids)
+    if connection.exists(Job.key_for(item_id)):
+        return _Request(item_id, None, [item_id])
+    return _Request(item_id)
+
+
+def _tombstone(connection: redis.Redis, settings: Settings, job_ids: list[str]) -> dict[str, _Target]:
+    """Set every tombstone and read each job's state in one transaction."""
+    if not job_ids:
+        return {}
+    with connection.pipeline() as pipeline:
+        mark_deleted(pipeline, job_ids)
+        for job_id in job_ids:
+            pipeline.hmget(Job.key_for(job_id), ["status", "meta", "worker_name", "origin"])
+        replies = pipeline.execute()[-len(job_ids):]
+    targets = {}
+    for job_id, (status, raw_meta, worker_name, origin) in zip(job_ids, replies, strict=True):
+        meta: dict[str, Any] = SERIALIZER.loads(raw_meta) if raw_meta else {}
+        targets[job_id] = _Target(
+            job_id=job_id,
+            status=_text(status),
+            part_of=meta.get("album_id"),
+            kind=meta.get("kind", "track"),
+            final_path=meta.get("path"),
+            worker_name=_text(worker_name),
+            origin=_text(origin) or settings.queue_name,
+        )
+    return targets
+
+
+def _stop_all(
+    connection: redis.Redis, running: list[_Target], clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Wait until no worker runs these jobs: cooperative first, RQ's stop command as fallback."""
+    pending = {target.job_id: target for target in running}
+    start = clock()
+    while pending:
+        for job_id, target in list(pending.items()):
+            if _let_go(connection, target):
+                del pending[job_id]
+        if not pending:
+            return
+        elapsed = clock() - start
+        for target in pending.values():
+            # A playlist job writes no progress, so nothing would stop it sooner.
+            if not target.stop_sent and (elapsed >= COOPERATIVE_WAIT or target.kind == "playlist"):
+                _send_stop(connection, target)
+        if elapsed >= COOPERATIVE_WAIT + STOP_WAIT:
+            log.warning(
+                "jobs %s still not stopped after %gs; removed anyway (their writes are refused)",
+                ", ".join(pending), elapsed,
+            )
+            return
+        time.sleep(POLL_INTERVAL)
+
+
+def _send_stop(connection: redis.Redis, target: _Target) -> None:
+    target.stop_sent = True
+    if target.worker_name:
+        # rq.command.send_stop_job_command minus its Job.fetch (the worker may have purged the job).
+        send_command(connection, target.worker_name, "stop-job", job_id=target.job_id)
+        log.info("job %s: sent the stop command to worker %s", target.job_id, target.worker_name)
+
+
+def _let_go(connection: redis.Redis, target: _Target) -> bool:
+    """True once no live worker runs the job any more."""
+    registry_key = StartedJobRegistry(target.origin, connection=connection).key
+    prefix = target.job_id + ":"
+    entries = cast(list[bytes], connection.zrange(registry_key, 0, -1))
+    if not any((_text(entry) or "").startswith(prefix) for entry in entries):
+        return True
+    # The worker died (and its horse with it: parent-death signal): nobody will let go.
+    return bool(target.worker_name) and not connection.exists(f"rq:worker:{target.worker_name}")
+
+
+def _finish(connection: redis.Redis, target: _Target, event: str, message: str) -> None:
+    purge_job(connection, target.job_id, target.origin)
+    history.record(connection, target.job_id, event, message, album_id=target.part_of)
+
+
+def purge_job(connection: redis.Redis, job_id: str, queue_name: str) -> None:
+    """Remove every Redis key and registry entry of a job at once (idempotent).
+
+    Used by deletion and by the worker when it finds it ran a deleted job (its own
+    bookkeeping may have recreated some keys meanwhile).
+    """
+    started = StartedJobRegistry(queue_name, connection=connection)
+    executions_key = f"rq:executions:{job_id}"
+    prefix = job_id + ":"
+    execution_ids = {_text(e) or "" for e in cast(list[bytes], connection.zrange(executions_key, 0, -1))}
+    execution_ids |= {
+        entry.split(":", 1)[1]
+        for entry in (_text(e) or "" for e in cast(list[bytes], connection.zrange(started.key, 0, -1)))
+        if entry.startswith(prefix)
+    }
+    workers = {
+        execution_id: _text(connection.hget(f"rq:execution:{job_id}:{execution_id}", "worker_name"))
+        for execution_id in execution_ids
+    }
+    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
+    with connection.pipeline() as pipeline:
+        pipeline.lrem(queue.key, 0, job_id)
+        pipeline.lrem(IntermediateQueue.get_intermediate_queue_key(queue.key), 0, job_id)
+        for registry_class in (
+            FinishedJobRegistry, FailedJobRegistry, CanceledJobRegistry, DeferredJobRegistry, ScheduledJobRegistry
+        ):
+            pipeline.zrem(registry_class(queue_name, connection=connection).key, job_id)
+        for execution_id, worker_name in workers.items():
+            composite = f"{job_id}:{execution_id}"
+            pipeline.zrem(started.key, composite)
+            pipeline.delete(f"rq:execution:{composite}")
+            if worker_name:
+                pipeline.srem(f"rq:worker:{worker_name}:executions", composite)
+        pipeline.delete(
+            Job.key_for(job_id),
+            Job.dependents_key_for(job_id),
+            f"{Job.key_for(job_id)}:dependencies",
+            Result.get_key(job_id),
+            executions_key,
+            FAILURE_REASON_PREFIX + job_id,
+        )
+        pipeline.execute()

@@ -1,0 +1,168 @@
+"""The playlist job: fetch an M3U/M3U8 playlist in a worker and enqueue its tracks as an album.
+
+`bin/enqueue --playlist URL` only records the album and queues this job, so it returns at
+once; fetching (with the same request timeout and checks as a download) and parsing happen
+here. Parsing follows extended M3U as players read it:
+
+- blank lines and `#` lines are skipped; `#EXTINF:<seconds>,<title>` names the next entry;
+- entries are URLs or paths, resolved against the playlist's (final, after redirects) URL,
+  with spaces and other unsafe characters percent-encoded (`Artist - Song.flac` works);
+- an entry that is not a usable http(s) URL is kept as an invalid entry (it shows as a
+  failed track with its line number) and does not stop the others.
+
+A playlist that cannot be fetched, is not a playlist, or has no usable entry fails this
+job with one clear line (`Playlist could not be fetched: HTTP 404 Not Found`, ...).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urljoin
+
+import requests
+import urllib3.exceptions
+from rq.job import get_current_job
+
+from config import Settings
+from jobs import album
+from jobs.download import LOW_SPEED_LIMIT, StallGuard, open_response
+from jobs.errors import DownloadError, DownloadTimeout, InvalidRequest, PlaylistError
+from jobs.lifecycle import JobDeleted, is_deleted
+from jobs.paths import check_url
+
+MAX_PLAYLIST_BYTES = 4 * 1024 * 1024
+READ_BYTES = 64 * 1024
+EXTINF = "#EXTINF:"
+# Characters left as they are when an entry is percent-encoded: URL syntax and existing escapes.
+URL_SAFE = "/:?#[]@!$&'()*+,;=%~"
+
+
+@dataclass(frozen=True)
+class PlaylistEntry:
+    line: int  # 1-based line number in the playlist
+    text: str  # the entry as written
+    title: str | None
+    url: str | None  # resolved and checked; None when unusable
+    error: str | None = None
+
+
+def _title(extinf_line: str) -> str | None:
+    """The title of `#EXTINF:<duration>[ attributes],<title>`."""
+    _, comma, title = extinf_line[len(EXTINF):].partition(",")
+    title = title.strip()
+    return title if comma and title else None
+
+
+def resolve_entry(text: str, base_url: str) -> str:
+    """An entry as an absolute, checked http(s) URL; InvalidRequest when it cannot be one."""
+    if "\\" in text:
+        raise InvalidRequest(f"not a URL (looks like a local path): {text!r}")
+    url = urljoin(base_url, quote(text, safe=URL_SAFE))
+    return check_url(url)
+
+
+def parse_m3u(text: str, base_url: str) -> list[PlaylistEntry]:
+    """Every entry of an M3U/M3U8 playlist in order, usable or not."""
+    entries = []
+    title: str | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if line.upper().startswith(EXTINF):
+                title = _title(line)
+            continue
+        try:
+            entries.append(PlaylistEntry(number, line, title, resolve_entry(line, base_url)))
+        except InvalidRequest as error:
+            entries.append(PlaylistEntry(number, line, title, None, str(error)))
+        title = None  # an #EXTINF names only the entry right after it
+    return entries
+
+
+def decode_playlist(body: bytes) -> str:
+    """M3U8 is UTF-8 (a BOM is dropped); a plain .m3u may be Latin-1."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("latin-1")
+
+
+def fetch_playlist_text(url: str, settings: Settings) -> tuple[str, str]:
+    """(text, final URL) of the playlist; PlaylistError with the reason when it cannot be had."""
+    timeout_text = f"{settings.request_timeout:g}"
+    with requests.Session() as session:
+        try:
+            response = open_response(
+                session, url, request_timeout=settings.request_timeout, allow_private=settings.allow_private_networks
+            )
+        except DownloadError as error:
+            raise PlaylistError(f"Playlist could not be fetched: {error}") from error
+        with response:
+            content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if content_type == "text/html":
+                raise PlaylistError(f"Not an M3U playlist: the server sent a web page ({content_type})")
+            body = bytearray()
+            guard = StallGuard(settings.request_timeout, timeout_text, time.monotonic, LOW_SPEED_LIMIT)
+            while True:
+                try:
+                    chunk = response.raw.read1(READ_BYTES, decode_content=True)
+                    if chunk:
+                        guard.add(len(chunk))
+                except (urllib3.exceptions.ReadTimeoutError, TimeoutError, DownloadTimeout) as error:
+                    raise PlaylistError(f"Playlist could not be fetched: Download timeout ({timeout_text}s)") from error
+                except urllib3.exceptions.HTTPError as error:
+                    raise PlaylistError(f"Playlist could not be fetched: {type(error).__name__}") from error
+                if not chunk:
+                    break
+                body += chunk
+                if len(body) > MAX_PLAYLIST_BYTES:
+                    raise PlaylistError(f"Playlist is larger than {MAX_PLAYLIST_BYTES // (1024 * 1024)} MiB")
+            final_url = response.url or url
+    text = decode_playlist(bytes(body))
+    if text.lstrip().startswith("<"):
+        raise PlaylistError("Not an M3U playlist: the server sent markup")
+    return text, final_url
+
+
+def fetch_playlist(album_id: str, url: str) -> dict[str, Any]:
+    """The RQ job: fetch and parse the playlist, then enqueue its tracks into the album."""
+    settings = Settings.from_env()
+    job = get_current_job()
+    if job is None:
+        raise PlaylistError("the playlist job must run in a worker")
+    if is_deleted(job.connection, job.id) or is_deleted(job.connection, album_id):
+        raise JobDeleted(job.id)
+    text, final_url = fetch_playlist_text(url, settings)
+    entries = parse_m3u(text, final_url)
+    usable = [entry for entry in entries if entry.url is not None]
+    if not entries:
+        raise PlaylistError("Playlist has no usable entry: it lists no tracks")
+    if not usable:
+        first = entries[0]
+        raise PlaylistError(
+            f"Playlist has no usable entry: {len(entries)} refused, the first at line {first.line}: {first.error}"
+        )
+    tracks = [
+        album.AlbumTrack(url=entry.url, title=entry.title, position=position)
+        for position, entry in enumerate(entries, start=1)
+        if entry.url is not None
+    ]
+    invalid = [
+        album.InvalidEntry(line=entry.line, entry=entry.text, error=entry.error or "unusable", position=position,
+                           title=entry.title)
+        for position, entry in enumerate(entries, start=1)
+        if entry.url is None
+    ]
+    try:
+        jobs = album.add_playlist_tracks(
+            job.connection, settings, album_id, tracks, invalid, album.number_width(len(entries))
+        )
+    except album.AlbumGone:
+        raise JobDeleted(job.id) from None
+    return {"tracks": len(jobs), "invalid": len(invalid), "track_ids": [j.id for j in jobs]}

@@ -1,0 +1,281 @@
+"""Startup recovery and the periodic cleanup, run by the supervisor loop.
+
+Every `DQ_CLEANUP_INTERVAL` seconds, holding RQ's maintenance lock for the queue (so two
+supervisors, or a worker's own maintenance, never clean the same job twice):
+
+1. the dead-worker check of `supervisor.recovery` (crash → `Recovered from server crash...`);
+2. a backstop for the job timeout: a job of a live worker on this host running longer than
+   its timeout plus `BACKSTOP_MARGIN` (a horse that ignored RQ's alarm) has its horse killed
+   and is failed with `Processing timeout (<n>s exceeded)`;
+3. `.part` files of jobs that ended (or vanished) since the last round are removed;
+4. RQ's own registry maintenance, minus the StartedJobRegistry's (which would fail jobs of
+   live workers with RQ's generic text; step 1 covers that registry).
+
+It reads only the StartedJobRegistry and the registries' expired ranges (ZREMRANGEBYSCORE),
+never a key scan, so its cost does not grow with 100 000 finished or failed jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from rq import worker_registration
+from rq.queue import Queue
+from rq.rate_limit import RateLimitRegistry
+from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ReadyJobRegistry
+
+from config import Settings
+from config.settings import seconds
+from jobs import history
+from jobs.connection import SERIALIZER
+from jobs.lifecycle import fail_started_job, remove_part_file, set_failure_reason
+from jobs.paths import PART_SUFFIX
+from supervisor.processes import horse_pids
+from supervisor.recovery import ENDED_STATUSES, Recovery, StartedJob, overdue, why_dead
+
+log = logging.getLogger("dq.supervisor")
+
+BACKSTOP_MARGIN = 5.0  # seconds past the job timeout before the supervisor steps in
+PARENT_RECORD_WAIT = 3.0  # after killing a horse of a live worker, let that worker record the failure
+STALE_PART_AGE = 60.0  # the startup sweep leaves younger `.part` files alone (a download may own them)
+STARTUP_LOCK_WAIT = 10.0  # seconds the startup recovery waits for the maintenance lock
+RQ_LOCK_VALUE = b"1"  # what RQ's own `acquire_maintenance_lock` stores
+STUCK_RQ_LOCK_AFTER = 60.0  # RQ holds it for milliseconds; this long means its holder died
+
+_RELEASE_IF_OURS = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def processing_timeout_message(timeout: int) -> str:
+    return f"Processing timeout ({seconds(timeout)}s exceeded)"
+
+
+@dataclass
+class MaintenanceLock:
+    """RQ's per-queue maintenance lock (`rq:clean_registries:<queue>`), held briefly.
+
+    RQ's workers take it with `SET NX EX 899` and delete it when done. We take the same key
+    with a token and a short TTL, so a supervisor killed while holding it blocks nobody for
+    long, and we only ever delete our own token. A lock RQ itself left behind (its holder
+    died within those milliseconds) would block cleanup for 15 minutes: after
+    `STUCK_RQ_LOCK_AFTER` we take it over.
+    """
+
+    connection: redis.Redis
+    queue_name: str
+    ttl: float
+    token: bytes = field(default_factory=lambda: secrets.token_hex(8).encode())
+    blocked_since: float | None = None
+
+    @property
+    def key(self) -> str:
+        return Queue(self.queue_name, connection=self.connection).registry_cleaning_key
+
+    def acquire(self, now: float) -> bool:
+        ttl_ms = max(1000, int(self.ttl * 1000))
+        if self.connection.set(self.key, self.token, nx=True, px=ttl_ms):
+            self.blocked_since = None
+            return True
+        if self.blocked_since is None:
+            self.blocked_since = now
+        if now - self.blocked_since >= STUCK_RQ_LOCK_AFTER and self.connection.get(self.key) == RQ_LOCK_VALUE:
+            log.warning("RQ's maintenance lock for %r was held for %gs; taking it over", self.queue_name,
+                        now - self.blocked_since)
+            self.connection.set(self.key, self.token, px=ttl_ms)
+            self.blocked_since = None
+            return True
+        return False
+
+    def release(self) -> None:
+        self.connection.eval(_RELEASE_IF_OURS, 1, self.key, self.token)
+
+
+@dataclass
+class CleanupReport:
+    skipped: bool = False  # another supervisor (or a worker's maintenance) held the lock
+    recovered: list[str] = field(default_factory=list)
+    timed_out: list[str] = field(default_factory=list)
+    parts_removed: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Cleanup:
+    """What the supervisor loop calls: `startup()`, `run(now)`, and the shutdown pair."""
+
+    connection: redis.Redis
+    settings: Settings
+    recovery: Recovery
+    lock: MaintenanceLock
+    # job id → when the supervisor fails it itself if its (live) worker has not recorded it
+    pending_kills: dict[str, float] = field(default_factory=dict)
+    # job id → final path, for every job seen started: its `.part` goes when the job ends
+    watched_parts: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, connection: redis.Redis, settings: Settings, **recovery_options: object) -> Cleanup:
+        recovery = Recovery(connection, settings, **recovery_options)  # type: ignore[arg-type]
+        lock_ttl = max(10.0, 5 * settings.cleanup_interval)
+        return cls(connection, settings, recovery, MaintenanceLock(connection, settings.queue_name, lock_ttl))
+
+    # --- at start, before any worker runs --------------------------------------------------
+    def startup(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Recover the jobs of dead workers, then sweep stale `.part` files.
+
+        Waits a little for the lock, then goes on without it: the safe failure is a
+        transaction, so the lock only saves duplicate work, while starting the workers
+        before recovery would let RQ's own maintenance fail these jobs with its generic text.
+        """
+        deadline = clock() + STARTUP_LOCK_WAIT
+        locked = self.lock.acquire(clock())
+        while not locked and clock() < deadline:
+            sleep(0.1)
+            locked = self.lock.acquire(clock())
+        try:
+            jobs, now = self.recovery.scan()
+            recovered = self.recovery.recover(jobs, now)
+            log.info("startup recovery: %d started job(s) found, %d recovered", len(jobs), len(recovered))
+            self.sweep_parts()
+        finally:
+            if locked:
+                self.lock.release()
+
+    def sweep_parts(self) -> list[Path]:
+        """Remove `.part` files no started job claims; run once at start (it walks the folder)."""
+        root = self.settings.download_dir
+        if not root.is_dir():
+            return []
+        found = [
+            Path(directory) / name
+            for directory, _dirs, files in os.walk(root)
+            for name in files
+            if name.endswith(PART_SUFFIX)
+        ]
+        if not found:
+            return []
+        # Claims are read after the listing: a download that started meanwhile is claimed.
+        jobs, _now = self.recovery.scan()
+        claimed = {Path(job.final_path + PART_SUFFIX) for job in jobs if job.final_path}
+        removed = []
+        for path in found:
+            if path in claimed:
+                continue
+            try:
+                if time.time() - path.stat().st_mtime < STALE_PART_AGE:
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            log.info("removed stale partial file %s", path)
+            removed.append(path)
+        return removed
+
+    # --- every DQ_CLEANUP_INTERVAL --------------------------------------------------------
+    def run(self, now: float) -> CleanupReport:
+        """One cleanup round; `now` is the loop's monotonic clock (for pending kills)."""
+        if not self.lock.acquire(now):
+            return CleanupReport(skipped=True)
+        try:
+            jobs, redis_now = self.recovery.scan()
+            report = CleanupReport()
+            report.recovered = self.recovery.recover(jobs, redis_now)
+            report.timed_out = self._backstop(jobs, redis_now, now, set(report.recovered))
+            report.parts_removed = self._ended_parts(jobs)
+            self._rq_maintenance()
+            return report
+        finally:
+            self.lock.release()
+
+    def _backstop(self, jobs: list[StartedJob], redis_now: float, now: float, recovered: set[str]) -> list[str]:
+        """Kill and fail jobs of live workers on this host that outran their timeout."""
+        running = {job.job_id for job in jobs if job.status == "started"}
+        self.pending_kills = {job_id: due for job_id, due in self.pending_kills.items() if job_id in running}
+        failed: list[str] = []
+        table = None
+        for job in jobs:
+            worker = job.worker
+            if (
+                job.job_id in recovered
+                or job.status != "started"
+                or worker is None
+                or worker.hostname != self.recovery.host  # each host's supervisor polices its own
+                or why_dead(job, host=self.recovery.host, now=redis_now, alive=self.recovery.alive) is not None
+                or not overdue(job, now=redis_now, margin=BACKSTOP_MARGIN)
+            ):
+                continue
+            message = processing_timeout_message(job.timeout or self.settings.job_timeout)
+            due = self.pending_kills.get(job.job_id)
+            if due is not None:
+                if now >= due and self._fail(job, message):
+                    failed.append(job.job_id)
+                continue
+            log.warning("job %s ran past its timeout of %ss without stopping: killing it", job.job_id, job.timeout)
+            set_failure_reason(self.connection, job.job_id, message)
+            table = table if table is not None else self.recovery.processes()
+            pids = horse_pids(worker.name, worker.pid, table)
+            if pids and self.recovery.kill(pids):
+                # Its worker sees the horse die and records `message`; if it does not, we do.
+                self.pending_kills[job.job_id] = now + PARENT_RECORD_WAIT
+            elif not pids and self._fail(job, message):
+                failed.append(job.job_id)
+        return failed
+
+    def _fail(self, job: StartedJob, message: str) -> bool:
+        self.pending_kills.pop(job.job_id, None)
+        failed = fail_started_job(self.connection, self.settings.queue_name, job.job_id, message,
+                                  event=history.FAILED)
+        self.recovery.remove_part(job)
+        return failed
+
+    def _ended_parts(self, jobs: list[StartedJob]) -> list[Path]:
+        """Remove the `.part` of every job seen started before that has ended or vanished since."""
+        current = {job.job_id: job.final_path for job in jobs if job.final_path and job.status == "started"}
+        gone = [job_id for job_id in self.watched_parts if job_id not in current]
+        removed = []
+        if gone:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for job_id in gone:
+                    pipe.hget(f"rq:job:{job_id}", "status")
+                statuses = pipe.execute()
+            for job_id, raw in zip(gone, statuses, strict=True):
+                status = raw.decode() if isinstance(raw, bytes) else raw
+                if status not in ENDED_STATUSES:
+                    current.setdefault(job_id, self.watched_parts[job_id])  # requeued: keep watching
+                    continue
+                path = remove_part_file(self.settings.download_dir, self.watched_parts[job_id])
+                if path is not None:
+                    log.info("removed stale partial file %s of job %s (%s)", path, job_id, status or "gone")
+                    removed.append(path)
+        self.watched_parts = {job_id: path for job_id, path in current.items() if path}
+        return removed
+
+    def _rq_maintenance(self) -> None:
+        """RQ's `clean_registries`, except the StartedJobRegistry (see the module docstring)."""
+        queue = Queue(self.settings.queue_name, connection=self.connection, serializer=SERIALIZER)
+        for registry in (
+            FinishedJobRegistry(queue=queue),
+            FailedJobRegistry(queue=queue),
+            DeferredJobRegistry(queue=queue),
+            ReadyJobRegistry(queue=queue),
+        ):
+            registry.cleanup()
+        for rate_limits in RateLimitRegistry.all(self.connection):
+            rate_limits.cleanup()
+        worker_registration.clean_worker_registry(queue)
+
+    # --- shutdown ---------------------------------------------------------------------------
+    def interrupt(self, workers: Mapping[str, int], message: str) -> list[str]:
+        return self.recovery.interrupt(workers, message)
+
+    def fail_interrupted(self, worker_names: Iterable[str], message: str) -> list[str]:
+        return self.recovery.fail_interrupted(worker_names, message)

@@ -1,0 +1,237 @@
+"""The dashboard in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
+
+Real supervisor and four workers, real downloads from the fault server, `dq dashboard` as its
+own process behind basic auth. The pages are rq-dashboard's own JavaScript rendering our JSON.
+
+Screenshots go to test-artifacts/ on every run. To refresh the README's committed one
+(tests/screenshots/dashboard.png), run:
+
+    bin/test tests/test_dashboard_browser.py --update-screenshot
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from rq.job import Job, JobStatus
+
+from config import Settings
+from tests import test_dashboard_http
+from tests.conftest import ROOT, Service, run_dq, wait_until
+from tests.faultserver import FaultServer
+from tests.test_dashboard_http import (
+    PASSWORD,
+    SLOW_PATH,
+    USER,
+    Dashboard,
+    dashboard_env,
+    enqueue,
+    long_env,
+    wait_status,
+)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+# The same `dq dashboard` process fixture as the HTTP tests.
+start_dashboard = test_dashboard_http.start_dashboard
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+README_SCREENSHOT = ROOT / "tests" / "screenshots" / "dashboard.png"
+# Two shared CPU cores: a page load plus its first poll can take several seconds.
+BROWSER_TIMEOUT_MS = 60_000
+# The pages poll every 2.5 s; allow many rounds before calling a mismatch final.
+SETTLE_SECONDS = 45
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium package (apt-get install -y chromium)"
+)
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    """A page in a fresh headless Chromium that sends our dashboard credentials."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=BROWSER_TIMEOUT_MS
+        )
+        try:
+            context = browser.new_context(
+                http_credentials={"username": USER, "password": PASSWORD},
+                viewport={"width": 1280, "height": 800},
+            )
+            new_page = context.new_page()
+            new_page.set_default_timeout(BROWSER_TIMEOUT_MS)
+            new_page.set_default_navigation_timeout(BROWSER_TIMEOUT_MS)
+            yield new_page
+        finally:
+            browser.close()
+
+
+def eventually(read: Callable[[], Any], expected: Any, timeout: float = SETTLE_SECONDS) -> Any:
+    """Re-read a polled page until it shows `expected`; returns the last reading."""
+    last: list[Any] = [None]
+
+    def matches() -> bool:
+        last[0] = read()
+        return bool(last[0] == expected)
+
+    wait_until(matches, timeout=timeout, interval=0.5)
+    return last[0]
+
+
+def stats_json(env: dict[str, str]) -> dict[str, Any]:
+    result = run_dq(["stats", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures
+
+
+def jobs_json(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    result = run_dq(["jobs", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    return {view["id"]: view for view in json.loads(result.stdout)}
+
+
+def save_screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def listed_jobs(page: Any) -> dict[str, str]:
+    """job id → error text shown under it (empty when none), as the jobs page renders them."""
+    rows = page.locator("table#jobs tr[data-role=job]")
+    shown = {}
+    for index in range(rows.count()):
+        row = rows.nth(index)
+        errors = row.locator("pre.exc_info")
+        shown[row.get_attribute("data-job-id")] = errors.inner_text() if errors.count() else ""
+    return shown
+
+
+def open_job_list(page: Any, dashboard: Dashboard, registry: str) -> None:
+    page.goto(dashboard.url(f"0/view/jobs/downloads/{registry}/20/asc/1"))
+    page.wait_for_selector("table#jobs tbody tr:not([data-role=loading-placeholder])")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_dashboard_in_a_real_browser(
+    env: dict[str, str],
+    settings: Settings,
+    connection: redis.Redis,
+    fault_server: FaultServer,
+    start_service: Callable[..., Service],
+    start_dashboard: Callable[..., Dashboard],
+    page: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    environment = long_env(env)
+    start_service(environment)
+    dashboard = start_dashboard(dashboard_env(environment, auth=True))
+
+    finished = enqueue(connection, settings, fault_server.url("/bytes/200000/blue-in-green.flac"))
+    not_found = enqueue(connection, settings, fault_server.url("/status/404/missing.flac"))
+    hung = enqueue(connection, settings, fault_server.url("/hang/silent.flac"))
+    wait_status(connection, finished, JobStatus.FINISHED)
+    wait_status(connection, not_found, JobStatus.FAILED)
+    wait_status(connection, hung, JobStatus.FAILED)
+    running = enqueue(connection, settings, fault_server.url(SLOW_PATH.format(name="so-what")))
+    assert fault_server.wait_until(lambda s: s.active == 1, timeout=30), "the download never started"
+    views = jobs_json(environment)
+    assert views[not_found]["error"] == "HTTP 404 Not Found"
+    assert views[hung]["error"] == settings.timeout_message
+
+    # Queues page: `downloads` with the same figures as `dq stats --json`.
+    page.goto(dashboard.url(""))
+    page.wait_for_selector("table#queues tr[data-role=queue]")
+    figures = stats_json(environment)["queue"]
+    expected_row = [
+        "downloads", str(figures["queued"]), "0", "0", str(figures["processing"]),
+        str(figures["completed"]), str(figures["failed"]), "0",
+    ]
+    assert expected_row[1:] == ["0", "0", "0", "1", "1", "2", "0"]
+
+    def queue_rows() -> list[list[str]]:
+        rows = page.locator("table#queues tr[data-role=queue]")
+        return [[cell.strip() for cell in rows.nth(i).locator("td").all_inner_texts()] for i in range(rows.count())]
+
+    assert eventually(queue_rows, [expected_row]) == [expected_row]
+    save_screenshot(page, "dashboard-queues.png")
+
+    # Workers page: four workers, one busy with our download, three idle.
+    page.goto(dashboard.url("0/view/workers"))
+    page.wait_for_selector("table#workers tr[data-role=worker]")
+
+    def worker_cells() -> list[str]:
+        rows = page.locator("table#workers tr[data-role=worker]")
+        return sorted(rows.nth(i).locator("td").nth(1).inner_text().strip() for i in range(rows.count()))
+
+    def busy_and_idle() -> tuple[int, int]:
+        cells = worker_cells()
+        return len(cells), cells.count("idle")
+
+    eventually(busy_and_idle, (4, 3))
+    cells = worker_cells()
+    assert len(cells) == 4, cells
+    assert cells.count("idle") == 3, cells
+    busy_cell = next(cell for cell in cells if cell != "idle")
+    assert "jobs.track.download_track(" in busy_cell and "so-what" in busy_cell, busy_cell
+    busy_link = page.locator("table#workers tr[data-role=worker] td a")
+    assert busy_link.count() == 1
+    assert busy_link.get_attribute("href").endswith(f"/0/view/job/{running}")
+    save_screenshot(page, "dashboard-workers.png")
+
+    # Started, finished and failed lists show our jobs; failed ones with their error lines.
+    open_job_list(page, dashboard, "started")
+    assert eventually(lambda: set(listed_jobs(page)), {running}) == {running}
+    open_job_list(page, dashboard, "finished")
+    assert eventually(lambda: set(listed_jobs(page)), {finished}) == {finished}
+    open_job_list(page, dashboard, "failed")
+    assert eventually(lambda: set(listed_jobs(page)), {not_found, hung}) == {not_found, hung}
+    shown = listed_jobs(page)
+    for job_id in (not_found, hung):
+        assert shown[job_id].splitlines()[0] == views[job_id]["error"], shown[job_id][:500]
+    save_screenshot(page, "dashboard-failed.png")
+
+    # A job page renders our job (their 0.9.0 template, our JSON).
+    page.goto(dashboard.url(f"0/view/job/{hung}"))
+    page.wait_for_selector("#job-data pre.exc_info")
+    assert page.locator("#job-data pre.exc_info").inner_text().splitlines()[0] == settings.timeout_message
+    assert "failed" in page.locator("#job-data").inner_text()
+
+    # The picture for the README: the workers page while the download runs.
+    page.goto(dashboard.url("0/view/workers"))
+    page.wait_for_selector("table#workers tr[data-role=worker] td a")
+    time.sleep(0.5)  # let the fade-out of the loading indicator finish
+    screenshot = save_screenshot(page, "dashboard.png")
+    assert screenshot.stat().st_size > 10_000
+    if request.config.getoption("--update-screenshot"):
+        README_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, README_SCREENSHOT)
+
+    # The Delete button (a same-origin POST through basic auth) stops the running download.
+    open_job_list(page, dashboard, "started")
+    row = page.locator(f"table#jobs tr[data-job-id='{running}']")
+    row.locator("[data-role=delete-job-btn]").click()
+    page.locator("#confirmation-modal-yes").click()
+    assert fault_server.wait_until(lambda s: len(s.disconnects) == 1, timeout=30), "the download kept going"
+    assert wait_until(lambda: not Job.exists(running, connection=connection), timeout=30)
+    row.wait_for(state="detached")

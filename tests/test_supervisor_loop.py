@@ -1,0 +1,437 @@
+"""The supervisor loop's decisions with an explicit clock (no sleeps), and the periodic
+cleanup: checklist test 2, the timeout backstop, the maintenance lock, and its cost with
+100 000 finished and failed jobs."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+from rq.queue import Queue
+
+from config import Settings
+from jobs.connection import SERIALIZER
+from jobs.lifecycle import failure_reason
+from supervisor import cleanup as cleanup_module
+from supervisor.cleanup import PARENT_RECORD_WAIT, Cleanup, MaintenanceLock
+from supervisor.loop import Phase, Supervisor
+from supervisor.processes import ProcessInfo
+from supervisor.recovery import StartedJob, WorkerRecord, overdue, why_dead
+from tests.conftest import Service, wait_until
+from tests.test_recovery import (
+    error_of,
+    insert_started_job,
+    register_fake_worker,
+    spawned_workers,
+    status_of,
+    wait_ended,
+    wait_workers_registered,
+)
+
+GRACE = 10.0
+INTERVAL = 2.0
+
+
+# --- fakes for the loop ------------------------------------------------------------------------
+@dataclass
+class FakeWorker:
+    name: str
+    pid: int
+
+
+@dataclass
+class FakePool:
+    live: list[FakeWorker]
+    calls: list[str] = field(default_factory=list)
+    dying: list[FakeWorker] = field(default_factory=list)
+
+    def step(self, now: float) -> list[FakeWorker]:
+        self.calls.append("step")
+        dead, self.dying = self.dying, []
+        return dead
+
+    def exit(self, name: str) -> None:
+        worker = next(w for w in self.live if w.name == name)
+        self.live.remove(worker)
+        self.dying.append(worker)
+
+    def warm_stop(self) -> None:
+        self.calls.append("warm_stop")
+
+    def kill_all(self) -> None:
+        self.calls.append("kill_all")
+
+
+@dataclass
+class FakeCaretaker:
+    calls: list[tuple[object, ...]] = field(default_factory=list)
+    log: list[str] | None = None  # shared with the pool, to check the order
+    fail_runs: int = 0
+
+    def startup(self) -> None:
+        self.calls.append(("startup",))
+        if self.log is not None:
+            self.log.append("startup")
+
+    def run(self, now: float) -> object:
+        self.calls.append(("run", now))
+        if self.fail_runs:
+            self.fail_runs -= 1
+            raise redis.exceptions.ConnectionError("Redis went away")
+        return None
+
+    def interrupt(self, workers: Mapping[str, int], message: str) -> list[str]:
+        self.calls.append(("interrupt", dict(workers), message))
+        return [f"job-of-{name}" for name in workers]
+
+    def fail_interrupted(self, worker_names: Iterable[str], message: str) -> list[str]:
+        self.calls.append(("fail_interrupted", sorted(worker_names), message))
+        return []
+
+    def named(self, name: str) -> list[tuple[object, ...]]:
+        return [call for call in self.calls if call[0] == name]
+
+
+def make(settings: Settings, workers: int = 2) -> tuple[Supervisor, FakePool, FakeCaretaker]:
+    pool = FakePool([FakeWorker(f"w{i}", 1000 + i) for i in range(workers)])
+    caretaker = FakeCaretaker(log=pool.calls)
+    test_settings = Settings(**{**settings.__dict__, "shutdown_grace": GRACE, "cleanup_interval": INTERVAL})
+    supervisor = Supervisor(test_settings, pool, caretaker, clock=lambda: 0.0)  # type: ignore[arg-type]
+    supervisor.start(0.0)
+    return supervisor, pool, caretaker
+
+
+def run_until(supervisor: Supervisor, start: float, end: float, tick: float = 0.1) -> float:
+    now = start
+    while now < end - 1e-9:
+        now = round(now + tick, 6)
+        supervisor.step(now)
+    return now
+
+
+# --- the loop ------------------------------------------------------------------------------------
+def test_recovery_runs_before_any_worker_starts(settings: Settings) -> None:
+    _supervisor, pool, _caretaker = make(settings)
+    assert pool.calls[:2] == ["startup", "step"]
+
+
+def test_cleanup_runs_every_interval(settings: Settings) -> None:
+    supervisor, _pool, caretaker = make(settings)
+    run_until(supervisor, 0.0, 1.9)
+    assert caretaker.named("run") == []
+    run_until(supervisor, 1.9, 2.0)
+    assert caretaker.named("run") == [("run", 2.0)]
+    run_until(supervisor, 2.0, 6.0)
+    assert [call[1] for call in caretaker.named("run")] == [2.0, 4.0, 6.0]
+
+
+def test_a_dead_worker_triggers_cleanup_at_once(settings: Settings) -> None:
+    supervisor, pool, caretaker = make(settings)
+    supervisor.step(0.5)
+    pool.exit("w0")
+    supervisor.step(0.7)
+    assert caretaker.named("run") == [("run", 0.7)]
+    run_until(supervisor, 0.7, 2.6)  # the interval restarts from that run
+    assert [call[1] for call in caretaker.named("run")] == [0.7]
+    supervisor.step(2.7)
+    assert [call[1] for call in caretaker.named("run")] == [0.7, 2.7]
+
+
+def test_signal_handler_only_counts(settings: Settings) -> None:
+    supervisor, pool, caretaker = make(settings)
+    before = list(pool.calls)
+    supervisor.request_stop()
+    supervisor.request_stop()
+    assert pool.calls == before and supervisor.phase is Phase.RUNNING
+    assert supervisor.stop_requests == 2
+
+
+def test_shutdown_waits_for_the_grace_then_stops_the_downloads(settings: Settings) -> None:
+    supervisor, pool, caretaker = make(settings)
+    message = "Interrupted by shutdown (10s grace exceeded)"
+    supervisor.request_stop()
+    supervisor.step(5.0)
+    assert pool.calls.count("warm_stop") == 1 and supervisor.phase is Phase.DRAINING
+
+    run_until(supervisor, 5.0, 5.0 + GRACE - 0.1)
+    assert caretaker.named("interrupt") == [] and "kill_all" not in pool.calls
+    # Cleanup keeps running while draining (a worker may still die).
+    assert caretaker.named("run")
+
+    supervisor.step(5.0 + GRACE)
+    assert caretaker.named("interrupt") == [("interrupt", {"w0": 1000, "w1": 1001}, message)]
+    assert supervisor.phase is Phase.KILLING
+    assert "kill_all" not in pool.calls  # the workers may record the failure themselves first
+
+    pool.exit("w0")  # recorded it and exited
+    now = run_until(supervisor, 5.0 + GRACE, 5.0 + GRACE + PARENT_RECORD_WAIT - 0.1)
+    assert "kill_all" not in pool.calls
+    supervisor.step(5.0 + GRACE + PARENT_RECORD_WAIT)
+    assert pool.calls.count("kill_all") == 1
+    assert not supervisor.done
+
+    pool.exit("w1")
+    supervisor.step(now + 0.5)
+    assert caretaker.named("fail_interrupted") == [("fail_interrupted", ["w0", "w1"], message)]
+    assert supervisor.done
+    assert supervisor.interrupted_jobs == ["job-of-w0", "job-of-w1"]
+
+
+def test_shutdown_ends_early_when_the_downloads_finish(settings: Settings) -> None:
+    supervisor, pool, caretaker = make(settings)
+    supervisor.request_stop()
+    supervisor.step(1.0)
+    pool.exit("w0")
+    pool.exit("w1")
+    supervisor.step(3.0)
+    assert supervisor.done
+    assert caretaker.named("interrupt") == [] and caretaker.named("fail_interrupted") == []
+    assert "kill_all" not in pool.calls
+    runs = len(caretaker.named("run"))
+    supervisor.step(10.0)  # a done supervisor cleans nothing more (run() has returned by then)
+    assert len(caretaker.named("run")) == runs
+
+
+def test_second_request_stops_now_with_the_same_message(settings: Settings) -> None:
+    supervisor, pool, caretaker = make(settings)
+    supervisor.request_stop()
+    supervisor.step(1.0)
+    supervisor.request_stop()
+    supervisor.step(1.2)
+    assert caretaker.named("interrupt") == [
+        ("interrupt", {"w0": 1000, "w1": 1001}, "Interrupted by shutdown (10s grace exceeded)")
+    ]
+    assert pool.calls.count("kill_all") == 1
+    pool.exit("w0")
+    pool.exit("w1")
+    supervisor.step(1.4)
+    assert supervisor.done and len(caretaker.named("fail_interrupted")) == 1
+
+
+def test_a_third_request_while_killing_kills_the_workers(settings: Settings) -> None:
+    supervisor, pool, _caretaker = make(settings)
+    supervisor.request_stop()
+    supervisor.step(1.0)
+    supervisor.step(1.0 + GRACE)  # grace over: horses killed, workers given time
+    assert "kill_all" not in pool.calls
+    supervisor.request_stop()
+    supervisor.step(1.1 + GRACE)
+    assert pool.calls.count("kill_all") == 1
+
+
+def test_unreachable_redis_skips_a_cleanup_and_the_loop_goes_on(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    supervisor, _pool, caretaker = make(settings)
+    caretaker.fail_runs = 1
+    run_until(supervisor, 0.0, 4.0)
+    assert [call[1] for call in caretaker.named("run")] == [2.0, 4.0]
+    assert "cleanup skipped: Redis unreachable" in caplog.text
+
+
+# --- pure decisions --------------------------------------------------------------------------------
+def job(worker: WorkerRecord | None, *, deadline: float = 1000.0, name: str | None = "w") -> StartedJob:
+    return StartedJob("j", "e", deadline, name, worker, status="started", started_at=900.0, timeout=60)
+
+
+def test_why_dead() -> None:
+    alive = {7}.__contains__
+    here = "host-a"
+    assert why_dead(job(WorkerRecord("w", here, 7)), host=here, now=999, alive=alive) is None
+    # A provably live worker here wins over a stale heartbeat.
+    assert why_dead(job(WorkerRecord("w", here, 7), deadline=0), host=here, now=999, alive=alive) is None
+    assert "not running" in (why_dead(job(WorkerRecord("w", here, 8)), host=here, now=999, alive=alive) or "")
+    assert "gone" in (why_dead(job(None), host=here, now=999, alive=alive) or "")
+    assert "gone" in (why_dead(job(WorkerRecord("w", "host-b", 7, died=True)), host=here, now=999,
+                               alive=alive) or "")
+    remote = WorkerRecord("w", "host-b", 7)
+    assert why_dead(job(remote, deadline=1000), host=here, now=1029, alive=alive) is None
+    assert "stale" in (why_dead(job(remote, deadline=1000), host=here, now=1031, alive=alive) or "")
+    # No worker recorded at all: judged by the heartbeat alone.
+    assert why_dead(job(None, name=None, deadline=1000), host=here, now=1010, alive=alive) is None
+    assert why_dead(job(None, name=None, deadline=1000), host=here, now=1031, alive=alive) is not None
+
+
+def test_overdue() -> None:
+    running = job(WorkerRecord("w", "h", 1))  # started at 900, timeout 60
+    assert not overdue(running, now=964.9, margin=5)
+    assert overdue(running, now=965.1, margin=5)
+    assert not overdue(StartedJob("j", "e", 0, "w", None, timeout=None, started_at=0), now=1e9, margin=5)
+
+
+# --- the cleanup against real Redis --------------------------------------------------------------
+def test_maintenance_lock_is_rqs_key_and_only_ours_is_released(connection: redis.Redis) -> None:
+    ours = MaintenanceLock(connection, "downloads", ttl=10)
+    other = MaintenanceLock(connection, "downloads", ttl=10)
+    assert ours.key == Queue("downloads", connection=connection).registry_cleaning_key
+    assert ours.acquire(0.0)
+    assert not other.acquire(0.0)
+    assert not Queue("downloads", connection=connection).acquire_maintenance_lock()  # RQ's workers wait too
+    other.release()  # not its token: nothing happens
+    assert connection.get(ours.key) == ours.token
+    ours.release()
+    assert connection.get(ours.key) is None
+    assert other.acquire(1.0)
+    assert 0 < connection.pttl(other.key) <= 10_000
+
+
+def test_a_stuck_rq_lock_is_taken_over(connection: redis.Redis) -> None:
+    assert Queue("downloads", connection=connection).acquire_maintenance_lock()  # 899 s, its holder "died"
+    lock = MaintenanceLock(connection, "downloads", ttl=10)
+    assert not lock.acquire(100.0)
+    assert not lock.acquire(100.0 + cleanup_module.STUCK_RQ_LOCK_AFTER - 1)
+    assert lock.acquire(100.0 + cleanup_module.STUCK_RQ_LOCK_AFTER)
+    assert connection.get(lock.key) == lock.token
+
+
+def test_cleanup_skips_a_round_while_another_holds_the_lock(connection: redis.Redis, settings: Settings) -> None:
+    other = MaintenanceLock(connection, settings.queue_name, ttl=10)
+    assert other.acquire(0.0)
+    job_id = insert_started_job(connection, settings, worker_name="w.gone", started_ago=1)
+    assert Cleanup.create(connection, settings).run(0.0).skipped
+    assert status_of(connection, job_id) == "started"
+    other.release()
+    assert Cleanup.create(connection, settings).run(0.0).recovered == [job_id]
+
+
+def test_backstop_kills_a_wedged_horse_and_fails_its_job(connection: redis.Redis, settings: Settings) -> None:
+    """A live worker here whose horse ignored the alarm: the horse is killed with the reason
+    stored; if the worker does not record the failure, the cleanup does, after a wait."""
+    name = "dq.test.wedged"
+    register_fake_worker(connection, name, os.getpid())
+    job_id = insert_started_job(connection, settings, worker_name=name, started_ago=settings.job_timeout + 6)
+    horse = ProcessInfo(pid=424242, ppid=os.getpid(), pgid=424242, argv=("rq", "worker", "--name", name))
+    killed: list[list[int]] = []
+
+    def kill(pids: list[int]) -> bool:
+        killed.append(pids)
+        return True
+
+    cleanup = Cleanup.create(connection, settings, processes=lambda: [horse], kill=kill)
+    message = f"Processing timeout ({settings.job_timeout}s exceeded)"
+    report = cleanup.run(50.0)
+    assert killed == [[424242]]
+    assert failure_reason(connection, job_id) == message
+    assert report.timed_out == [] and status_of(connection, job_id) == "started"  # its worker's turn
+
+    assert cleanup.run(50.0 + PARENT_RECORD_WAIT - 0.1).timed_out == []
+    assert cleanup.run(50.0 + PARENT_RECORD_WAIT).timed_out == [job_id]
+    assert killed == [[424242]]  # killed once
+    assert status_of(connection, job_id) == "failed"
+    assert error_of(connection, job_id) == message
+
+
+def test_backstop_leaves_jobs_within_their_time_and_other_hosts_alone(
+    connection: redis.Redis, settings: Settings
+) -> None:
+    register_fake_worker(connection, "w.here", os.getpid())
+    register_fake_worker(connection, "w.remote", 1, hostname="elsewhere")
+    fresh = insert_started_job(connection, settings, worker_name="w.here", started_ago=settings.job_timeout)
+    remote = insert_started_job(connection, settings, worker_name="w.remote", started_ago=10 * settings.job_timeout)
+    report = Cleanup.create(connection, settings, processes=lambda: []).run(0.0)
+    assert report.timed_out == [] and report.recovered == []
+    assert status_of(connection, fresh) == status_of(connection, remote) == "started"
+
+
+def test_ended_jobs_lose_their_part_file(connection: redis.Redis, settings: Settings) -> None:
+    settings.download_dir.mkdir(parents=True)
+    register_fake_worker(connection, "w.here", os.getpid())
+    final = settings.download_dir / "song.flac"
+    part = Path(str(final) + ".part")
+    part.write_bytes(b"partial")
+    job_id = insert_started_job(connection, settings, worker_name="w.here", started_ago=1, final_path=final)
+    cleanup = Cleanup.create(connection, settings, processes=lambda: [])
+    cleanup.run(0.0)
+    assert part.exists()  # still running
+    # Its worker ended it (here: by hand) without removing the part.
+    connection.hset(f"rq:job:{job_id}", "status", "failed")
+    connection.delete(f"rq:wip:{settings.queue_name}")
+    assert cleanup.run(1.0).parts_removed == [part.resolve()]
+    assert not part.exists()
+
+
+def test_startup_sweeps_old_unclaimed_part_files(connection: redis.Redis, settings: Settings) -> None:
+    (settings.download_dir / "Album").mkdir(parents=True)
+    old = settings.download_dir / "Album" / "old.flac.part"
+    young = settings.download_dir / "young.flac.part"
+    claimed = settings.download_dir / "claimed.flac.part"
+    for path in (old, young, claimed):
+        path.write_bytes(b"x")
+    long_ago = time.time() - 3600
+    os.utime(old, (long_ago, long_ago))
+    os.utime(claimed, (long_ago, long_ago))
+    register_fake_worker(connection, "w.here", os.getpid())
+    insert_started_job(connection, settings, worker_name="w.here", started_ago=1,
+                       final_path=settings.download_dir / "claimed.flac")
+    Cleanup.create(connection, settings, processes=lambda: []).startup()
+    assert not old.exists()
+    assert young.exists() and claimed.exists()
+
+
+@pytest.mark.timeout(120)
+def test_cleanup_stays_cheap_with_100000_finished_and_failed_jobs(
+    connection: redis.Redis, settings: Settings
+) -> None:
+    """Only the StartedJobRegistry is read; the big registries see one ZREMRANGEBYSCORE each."""
+    future = time.time() + 86400
+    for registry in ("finished", "failed"):
+        key = f"rq:{registry}:{settings.queue_name}"
+        for start in range(0, 100_000, 10_000):
+            connection.zadd(key, {f"{registry}-{i}": future for i in range(start, start + 10_000)})
+    register_fake_worker(connection, "w.here", os.getpid())
+    for _ in range(4):
+        insert_started_job(connection, settings, worker_name="w.here", started_ago=1)
+    cleanup = Cleanup.create(connection, settings, processes=lambda: [])
+    cleanup.run(0.0)  # warm up (imports, scripts)
+
+    connection.config_resetstat()
+    started = time.perf_counter()
+    cleanup.run(1.0)
+    elapsed = time.perf_counter() - started
+    stats = connection.info("commandstats")
+    commands = {name.removeprefix("cmdstat_"): value["calls"] for name, value in stats.items()}
+    assert not {"keys", "scan", "zscan", "sscan", "hscan"} & set(commands), commands
+    assert commands.get("zrange", 0) <= 4, commands  # started registry, ready registry: small ones
+    assert sum(commands.values()) < 80, commands
+    assert elapsed < 0.5, elapsed
+    assert connection.zcard(f"rq:finished:{settings.queue_name}") == 100_000
+
+
+# --- checklist test 2, against a running supervisor ------------------------------------------------
+@pytest.mark.timeout(60)
+def test_checklist_2_processing_job_with_an_old_start_fails_on_the_next_cleanup(
+    env: dict[str, str], connection: redis.Redis, start_service: Callable[..., Service], settings: Settings
+) -> None:
+    service = start_service({**env, "DQ_WORKERS": "1"}, wait_workers=0)
+    wait_workers_registered(connection, service, 1)
+    [(worker_name, _pid)] = spawned_workers(service)
+    job_id = insert_started_job(connection, settings, worker_name=worker_name,
+                                started_ago=settings.job_timeout + 60)
+    inserted = time.monotonic()
+    assert wait_ended(connection, [job_id], 10)[job_id] == "failed"
+    assert time.monotonic() - inserted < 3 * settings.cleanup_interval + 2
+    assert error_of(connection, job_id) == f"Processing timeout ({settings.job_timeout}s exceeded)"
+    assert "recovering job" not in service.log()
+
+
+@pytest.mark.timeout(60)
+def test_backstop_against_a_real_wedged_horse(
+    env: dict[str, str], connection: redis.Redis, start_service: Callable[..., Service], settings: Settings
+) -> None:
+    """`os.system` waits in C, so RQ's alarm cannot interrupt it: the horse is wedged past its
+    2 s timeout. The cleanup kills it at timeout + margin; its worker records the message."""
+    service = start_service({**env, "DQ_WORKERS": "1"}, wait_workers=0)
+    wait_workers_registered(connection, service, 1)
+    queue = Queue(settings.queue_name, connection=connection, serializer=SERIALIZER)
+    job = queue.enqueue("os.system", "sleep 60", job_timeout=2)
+    started = time.monotonic()
+    assert wait_ended(connection, [job.id], 30)[job.id] == "failed"
+    took = time.monotonic() - started
+    assert 2 + cleanup_module.BACKSTOP_MARGIN - 1 <= took < 2 + cleanup_module.BACKSTOP_MARGIN + 8, took
+    assert error_of(connection, job.id) == "Processing timeout (2s exceeded)"
+    assert wait_until(lambda: len(spawned_workers(service)) == 1, 1)  # the worker itself lived on
