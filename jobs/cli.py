@@ -306,7 +306,9 @@ def delete(ids: Sequence[str]) -> None:
     A running download is stopped first (its .part removed); downloaded files stay.
     """
     from jobs.deletion import NOT_FOUND, delete_jobs
+    from supervisor.service import configure_logging
 
+    configure_logging()  # the deletion events are log lines too (on stderr; stdout stays the contract)
     settings = load_settings()
     connection = open_redis(settings)
     outcomes = delete_jobs(connection, settings, ids)

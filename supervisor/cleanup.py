@@ -9,7 +9,9 @@ supervisors, or a worker's own maintenance, never clean the same job twice):
    and is failed with `Processing timeout (<n>s exceeded)`;
 3. `.part` files of jobs that ended (or vanished) since the last round are removed;
 4. RQ's own registry maintenance, minus the StartedJobRegistry's (which would fail jobs of
-   live workers with RQ's generic text; step 1 covers that registry).
+   live workers with RQ's generic text; step 1 covers that registry);
+5. jobs stranded in RQ's intermediate list (a worker died between taking a job off the
+   queue and registering it as started) go back to the front of the queue: they never ran.
 
 It reads only the StartedJobRegistry and the registries' expired ranges (ZREMRANGEBYSCORE),
 never a key scan, so its cost does not grow with 100 000 finished or failed jobs.
@@ -48,6 +50,22 @@ STALE_PART_AGE = 60.0  # the startup sweep leaves younger `.part` files alone (a
 STARTUP_LOCK_WAIT = 10.0  # seconds the startup recovery waits for the maintenance lock
 RQ_LOCK_VALUE = b"1"  # what RQ's own `acquire_maintenance_lock` stores
 STUCK_RQ_LOCK_AFTER = 60.0  # RQ holds it for milliseconds; this long means its holder died
+STRANDED_AFTER = 10.0  # a worker moves a dequeued job to the started registry within milliseconds
+
+# Back to the front of the queue, only if still queued (never started) and still stranded.
+_REQUEUE_STRANDED = """
+if redis.call('exists', KEYS[3]) == 0 then
+  return redis.call('lrem', KEYS[1], 0, ARGV[1]) * 0
+end
+if redis.call('hget', KEYS[3], 'status') ~= 'queued' then
+  return 0
+end
+if redis.call('lrem', KEYS[1], 0, ARGV[1]) == 0 then
+  return 0
+end
+redis.call('lpush', KEYS[2], ARGV[1])
+return 1
+"""
 
 _RELEASE_IF_OURS = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -107,6 +125,7 @@ class CleanupReport:
     recovered: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
     parts_removed: list[Path] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +140,8 @@ class Cleanup:
     pending_kills: dict[str, float] = field(default_factory=dict)
     # job id → final path, for every job seen started: its `.part` goes when the job ends
     watched_parts: dict[str, str] = field(default_factory=dict)
+    # job id → when (loop clock) it was first seen in RQ's intermediate list and not started
+    stranded_since: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def create(cls, connection: redis.Redis, settings: Settings, **recovery_options: object) -> Cleanup:
@@ -192,6 +213,7 @@ class Cleanup:
             report.timed_out = self._backstop(jobs, redis_now, now, set(report.recovered))
             report.parts_removed = self._ended_parts(jobs)
             self._rq_maintenance()
+            report.requeued = self._requeue_stranded({job.job_id for job in jobs}, now)
             return report
         finally:
             self.lock.release()
@@ -258,6 +280,28 @@ class Cleanup:
                     removed.append(path)
         self.watched_parts = {job_id: path for job_id, path in current.items() if path}
         return removed
+
+    def _requeue_stranded(self, started: set[str], now: float) -> list[str]:
+        """Put jobs a dying worker left between queue and started registry back in the queue.
+
+        RQ itself finds them only in a worker's 10-minute maintenance, and then fails them.
+        """
+        queue = Queue(self.settings.queue_name, connection=self.connection, serializer=SERIALIZER)
+        intermediate = queue.intermediate_queue
+        waiting = [job_id for job_id in intermediate.get_job_ids() if job_id not in started]
+        self.stranded_since = {job_id: self.stranded_since.get(job_id, now) for job_id in waiting}
+        requeued = []
+        for job_id, since in self.stranded_since.items():
+            if now - since < STRANDED_AFTER:
+                continue
+            keys = [intermediate.key, queue.key, f"rq:job:{job_id}"]
+            if self.connection.eval(_REQUEUE_STRANDED, len(keys), *keys, job_id):
+                log.warning("job %s was stranded between queue and worker; put back at the front", job_id)
+                history.record(self.connection, job_id, history.ENQUEUED, "requeued: its worker died taking it")
+                requeued.append(job_id)
+        for job_id in requeued:
+            del self.stranded_since[job_id]
+        return requeued
 
     def _rq_maintenance(self) -> None:
         """RQ's `clean_registries`, except the StartedJobRegistry (see the module docstring)."""

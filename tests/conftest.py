@@ -133,10 +133,11 @@ class Service:
         self.process.wait(10)
 
 
-def live_workers(connection: redis.Redis) -> int:
-    from rq.worker import Worker
+def live_workers(connection: redis.Redis, env: Mapping[str, str]) -> int:
+    """Workers really running (a killed worker's key lingers in Redis for minutes)."""
+    from jobs.queue import live_workers as running
 
-    return Worker.count(connection=connection)
+    return len(running(connection, Settings.from_env(env)))
 
 
 @pytest.fixture
@@ -158,7 +159,7 @@ def start_service(tmp_path: Path, connection: redis.Redis) -> Iterator[Callable[
         started.append(service)
         expected = wait_workers if wait_workers is not None else int(env.get("DQ_WORKERS", "4"))
         if expected:
-            ok = wait_until(lambda: live_workers(connection) >= expected, timeout=30)
+            ok = wait_until(lambda: live_workers(connection, env) >= expected, timeout=30)
             assert ok, f"{expected} workers did not come up:\n{service.log()}"
         return service
 

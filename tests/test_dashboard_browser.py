@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+from playwright import sync_api
 from rq.job import Job, JobStatus
 
 from config import Settings
@@ -36,8 +37,6 @@ from tests.test_dashboard_http import (
     long_env,
     wait_status,
 )
-
-sync_api = pytest.importorskip("playwright.sync_api")
 
 # The same `dq dashboard` process fixture as the HTTP tests.
 start_dashboard = test_dashboard_http.start_dashboard
@@ -58,9 +57,12 @@ BROWSER_TIMEOUT_MS = 60_000
 # The pages poll every 2.5 s; allow many rounds before calling a mismatch final.
 SETTLE_SECONDS = 45
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium package (apt-get install -y chromium)"
-)
+
+
+@pytest.fixture(autouse=True)
+def chromium_installed() -> None:
+    # bin/test installs it (bin/_packages); without it this test fails, it never skips.
+    assert CHROMIUM.exists(), "needs Debian's chromium package: apt-get install -y chromium fonts-liberation"
 
 
 @pytest.fixture

@@ -435,3 +435,27 @@ def test_backstop_against_a_real_wedged_horse(
     assert 2 + cleanup_module.BACKSTOP_MARGIN - 1 <= took < 2 + cleanup_module.BACKSTOP_MARGIN + 8, took
     assert error_of(connection, job.id) == "Processing timeout (2s exceeded)"
     assert wait_until(lambda: len(spawned_workers(service)) == 1, 1)  # the worker itself lived on
+
+
+def test_a_job_stranded_between_queue_and_worker_goes_back_to_the_queue(
+    connection: redis.Redis, settings: Settings
+) -> None:
+    """A worker killed right after taking a job off the queue leaves it in RQ's intermediate
+    list; the cleanup puts it back at the front (it never ran), not RQ's 10-minute failure."""
+    queue = Queue(settings.queue_name, connection=connection, serializer=SERIALIZER)
+    first = queue.enqueue("jobs.track.download_track", url="https://example.org/1.flac")
+    second = queue.enqueue("jobs.track.download_track", url="https://example.org/2.flac")
+    connection.lmove(queue.key, queue.intermediate_queue.key)  # what a dequeuing worker does
+    assert queue.get_job_ids() == [second.id]
+    cleanup = Cleanup.create(connection, settings, processes=lambda: [])
+    assert cleanup.run(0.0).requeued == []  # a live worker registers it within milliseconds
+    assert cleanup.run(cleanup_module.STRANDED_AFTER - 0.5).requeued == []
+    assert cleanup.run(cleanup_module.STRANDED_AFTER + 0.5).requeued == [first.id]
+    assert queue.get_job_ids() == [first.id, second.id]
+    assert queue.intermediate_queue.get_job_ids() == []
+    assert first.get_status(refresh=True) == "queued"
+    # a job that was started meanwhile is left alone
+    connection.lmove(queue.key, queue.intermediate_queue.key)
+    connection.hset(first.key, "status", "started")
+    assert cleanup.run(100.0).requeued == [] and cleanup.run(200.0).requeued == []
+    assert queue.get_job_ids() == [second.id]
