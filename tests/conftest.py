@@ -3,6 +3,7 @@ and helpers that run `dq` commands and supervisors as real processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -94,6 +96,31 @@ def run_dq(
     return subprocess.run(
         [DQ, *args], env=dict(env), input=input, capture_output=True, text=True, timeout=timeout, cwd=ROOT
     )
+
+
+def enqueue(env: Mapping[str, str], *args: str) -> list[str]:
+    """`dq enqueue ARGS`; the ids it printed (for an album: the album id first)."""
+    result = run_dq(["enqueue", *args], env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def listed(env: Mapping[str, str], *args: str) -> dict[str, dict[str, Any]]:
+    """`dq jobs --json ARGS`, by id."""
+    result = run_dq(["jobs", "--json", *args], env)
+    assert result.returncode == 0, result.stderr
+    return {view["id"]: view for view in json.loads(result.stdout)}
+
+
+def album_when_ended(env: Mapping[str, str], album_id: str, timeout: float) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def ended() -> bool:
+        seen.update(listed(env).get(album_id, {}))
+        return seen.get("state") in ("completed", "failed", "partial")
+
+    assert wait_until(ended, timeout, interval=0.3), seen
+    return seen
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:

@@ -7,14 +7,13 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tests.conftest import Service, run_dq, wait_until
+from tests.conftest import Service, album_when_ended, listed, run_dq, wait_until
 from tests.faultserver import FaultServer, pattern_bytes
 from tests.test_delete import NEVER_BACK_SECONDS, traces
 
@@ -26,21 +25,8 @@ def enqueue_album(env: dict[str, str], *args: str) -> tuple[str, list[str]]:
     return album_id, track_ids
 
 
-def listed(env: dict[str, str], *args: str) -> dict[str, dict[str, Any]]:
-    result = run_dq(["jobs", "--json", *args], env)
-    assert result.returncode == 0, result.stderr
-    return {view["id"]: view for view in json.loads(result.stdout)}
 
 
-def album_when_ended(env: dict[str, str], album_id: str, timeout: float) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    def ended() -> bool:
-        seen.update(listed(env).get(album_id, {}))
-        return seen.get("state") in ("completed", "failed", "partial")
-
-    assert wait_until(ended, timeout, interval=0.3), seen
-    return seen
 
 
 @pytest.mark.timeout(90)

@@ -7,12 +7,11 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
-from tests.conftest import Service, run_dq, wait_until
+from tests.conftest import Service, enqueue, listed, run_dq, wait_until
 from tests.faultserver import FaultServer
 
 # How long tests keep watching a deleted job for anything of it to come back: longer than a
@@ -20,16 +19,8 @@ from tests.faultserver import FaultServer
 NEVER_BACK_SECONDS = 4.0
 
 
-def enqueue(env: dict[str, str], *args: str) -> list[str]:
-    result = run_dq(["enqueue", *args], env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split()
 
 
-def listed(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    result = run_dq(["jobs", "--json"], env)
-    assert result.returncode == 0, result.stderr
-    return {view["id"]: view for view in json.loads(result.stdout)}
 
 
 def job_state(connection: redis.Redis, job_id: str) -> str | None:

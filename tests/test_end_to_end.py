@@ -12,18 +12,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import Service, run_dq, wait_until
+from tests.conftest import Service, enqueue, listed, run_dq, wait_until
 from tests.faultserver import FaultServer, pattern_bytes
-
-
-def enqueue(env: dict[str, str], *args: str) -> list[str]:
-    result = run_dq(["enqueue", *args], env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split()
-
-
-def jobs_by_id(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    return {job["id"]: job for job in json.loads(run_dq(["jobs", "--json"], env).stdout)}
 
 
 def wait_for_states(env: dict[str, str], ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
@@ -31,7 +21,7 @@ def wait_for_states(env: dict[str, str], ids: list[str], timeout: float) -> dict
 
     def ended() -> bool:
         finished.clear()
-        finished.update(jobs_by_id(env))
+        finished.update(listed(env))
         return all(finished.get(i, {}).get("state") in ("completed", "failed") for i in ids)
 
     assert wait_until(ended, timeout, interval=0.3), {i: finished.get(i, {}).get("state") for i in ids}

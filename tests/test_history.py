@@ -12,15 +12,9 @@ import pytest
 import redis
 
 from config import CANCELLED_MESSAGE, DELETED_MESSAGE
-from tests.conftest import Service, run_dq, wait_until
+from tests.conftest import Service, enqueue, run_dq, wait_until
 from tests.faultserver import FaultServer
 from tests.test_delete import job_state
-
-
-def enqueue(env: dict[str, str], *args: str) -> list[str]:
-    result = run_dq(["enqueue", *args], env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split()
 
 
 def history(env: dict[str, str], *item_id: str) -> list[dict[str, Any]]:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from jobs.playlist import decode_playlist, parse_m3u
-from tests.conftest import Service, run_dq, wait_until
+from tests.conftest import Service, album_when_ended, listed, run_dq
 from tests.faultserver import FaultServer, pattern_bytes
 
 BASE = "http://music.example/lists/Best%20Of.m3u8"
@@ -51,10 +49,6 @@ def test_decoding_utf8_with_bom_and_latin1() -> None:
     assert decode_playlist("#EXTINF:1,Café\nx.mp3".encode("latin-1")) == "#EXTINF:1,Café\nx.mp3"
 
 
-def listed(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    result = run_dq(["jobs", "--json"], env)
-    assert result.returncode == 0, result.stderr
-    return {view["id"]: view for view in json.loads(result.stdout)}
 
 
 def enqueue_playlist(env: dict[str, str], *args: str) -> str:
@@ -64,15 +58,6 @@ def enqueue_playlist(env: dict[str, str], *args: str) -> str:
     return album_id
 
 
-def album_when_ended(env: dict[str, str], album_id: str, timeout: float) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    def ended() -> bool:
-        seen.update(listed(env).get(album_id, {}))
-        return seen.get("state") in ("completed", "failed", "partial")
-
-    assert wait_until(ended, timeout, interval=0.3), seen
-    return seen
 
 
 @pytest.mark.timeout(90)

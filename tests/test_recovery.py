@@ -30,17 +30,13 @@ from jobs.connection import SERIALIZER
 from jobs.lifecycle import fail_started_job, remove_part_file
 from jobs.queue import TrackRequest, error_line, track_job_data
 from supervisor.cleanup import Cleanup
-from tests.conftest import Service, run_dq, wait_until
+from tests.conftest import Service, enqueue, wait_until
 from tests.faultserver import FaultServer
 
 SLOW = "/slow/400000/{name}.flac?seconds=20"  # 20 kB/s: well above the stall guard, far from done
 
 
 # --- helpers (also used by test_shutdown.py and test_worker_care.py) ---------------------------
-def enqueue(env: dict[str, str], *urls: str) -> list[str]:
-    result = run_dq(["enqueue", *urls], env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split()
 
 
 def status_of(connection: redis.Redis, job_id: str) -> str | None:
