@@ -32,6 +32,7 @@ from typing import Any, cast
 
 import redis
 from rq.job import Job
+from rq.utils import as_text
 
 from config import Settings
 from jobs import history
@@ -102,7 +103,7 @@ class AlbumRecord:
 
     @classmethod
     def from_hash(cls, album_id: str, raw: dict[Any, Any]) -> AlbumRecord:
-        fields = {_text(key): _text(value) for key, value in raw.items()}
+        fields = {as_text(key): as_text(value) for key, value in raw.items()}
         return cls(
             id=album_id,
             name=fields.get("name", ""),
@@ -116,8 +117,6 @@ class AlbumRecord:
         )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def album_key(album_id: str) -> str:
@@ -392,7 +391,7 @@ def album_view(
 
 
 def album_ids(connection: redis.Redis) -> list[str]:
-    return [_text(member) for member in cast(list[bytes], connection.zrange(ALBUMS, 0, -1))]
+    return [as_text(member) for member in cast(list[bytes], connection.zrange(ALBUMS, 0, -1))]
 
 
 def with_albums(connection: redis.Redis, views: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from rq.serializers import JSONSerializer
 
@@ -9,6 +11,13 @@ from config import Settings
 
 SERIALIZER = JSONSerializer
 SERIALIZER_PATH = "rq.serializers.JSONSerializer"
+
+
+def reply_text(value: Any) -> str | None:
+    """A Redis reply field as text; None stays None (a missing field or key)."""
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class RedisUnavailable(RuntimeError):

@@ -51,7 +51,7 @@ from rq.results import Result
 
 from config import CANCELLED_MESSAGE, DELETED_MESSAGE, Settings
 from jobs import album, history
-from jobs.connection import SERIALIZER
+from jobs.connection import SERIALIZER, reply_text
 from jobs.download import PROGRESS_INTERVAL
 from jobs.lifecycle import FAILURE_REASON_PREFIX, mark_deleted, remove_part_file
 
@@ -90,8 +90,6 @@ class _Request:
     job_ids: list[str] = field(default_factory=list)
 
 
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def delete_jobs(connection: redis.Redis, settings: Settings, ids: Sequence[str]) -> list[tuple[str, str]]:
@@ -158,12 +156,12 @@ def _tombstone(connection: redis.Redis, settings: Settings, job_ids: list[str]) 
         meta: dict[str, Any] = SERIALIZER.loads(raw_meta) if raw_meta else {}
         targets[job_id] = _Target(
             job_id=job_id,
-            status=_text(status),
+            status=reply_text(status),
             part_of=meta.get("album_id"),
             kind=meta.get("kind", "track"),
             final_path=meta.get("path"),
-            worker_name=_text(worker_name),
-            origin=_text(origin) or settings.queue_name,
+            worker_name=reply_text(worker_name),
+            origin=reply_text(origin) or settings.queue_name,
         )
     return targets
 
@@ -207,7 +205,7 @@ def _let_go(connection: redis.Redis, target: _Target) -> bool:
     registry_key = StartedJobRegistry(target.origin, connection=connection).key
     prefix = target.job_id + ":"
     entries = cast(list[bytes], connection.zrange(registry_key, 0, -1))
-    if not any((_text(entry) or "").startswith(prefix) for entry in entries):
+    if not any((reply_text(entry) or "").startswith(prefix) for entry in entries):
         return True
     # The worker died (and its horse with it: parent-death signal): nobody will let go.
     return bool(target.worker_name) and not connection.exists(f"rq:worker:{target.worker_name}")
@@ -227,14 +225,14 @@ def purge_job(connection: redis.Redis, job_id: str, queue_name: str) -> None:
     started = StartedJobRegistry(queue_name, connection=connection)
     executions_key = f"rq:executions:{job_id}"
     prefix = job_id + ":"
-    execution_ids = {_text(e) or "" for e in cast(list[bytes], connection.zrange(executions_key, 0, -1))}
+    execution_ids = {reply_text(e) or "" for e in cast(list[bytes], connection.zrange(executions_key, 0, -1))}
     execution_ids |= {
         entry.split(":", 1)[1]
-        for entry in (_text(e) or "" for e in cast(list[bytes], connection.zrange(started.key, 0, -1)))
+        for entry in (reply_text(e) or "" for e in cast(list[bytes], connection.zrange(started.key, 0, -1)))
         if entry.startswith(prefix)
     }
     workers = {
-        execution_id: _text(connection.hget(f"rq:execution:{job_id}:{execution_id}", "worker_name"))
+        execution_id: reply_text(connection.hget(f"rq:execution:{job_id}:{execution_id}", "worker_name"))
         for execution_id in execution_ids
     }
     queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from rq.utils import as_text
 
 STREAM = "dq:events"
 MAX_EVENTS = 100_000  # approximate cap (XADD MAXLEN ~)
@@ -56,12 +57,12 @@ def read(connection: redis.Redis, job_id: str | None = None, limit: int = 1000) 
     entries: Any = connection.xrevrange(STREAM, count=MAX_EVENTS if job_id else limit)
     events = []
     for entry_id, raw in entries or []:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
         if job_id and job_id not in (fields.get("job"), fields.get("album")):
             continue
         events.append(
             {
-                "id": _text(entry_id),
+                "id": as_text(entry_id),
                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(fields.get("at", "0")))),
                 "job": fields.get("job"),
                 "album": fields.get("album"),
@@ -75,5 +76,3 @@ def read(connection: redis.Redis, job_id: str | None = None, limit: int = 1000) 
     return events
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -28,7 +28,7 @@ from rq.utils import now as rq_now
 
 from config import CANCELLED_MESSAGE
 from jobs import history
-from jobs.connection import SERIALIZER
+from jobs.connection import SERIALIZER, reply_text
 from jobs.errors import DownloadError
 from jobs.paths import part_path
 
@@ -100,8 +100,6 @@ SAFE_FAILURE_ATTEMPTS = 20  # WATCH retries; a live horse writes its progress ab
 log = logging.getLogger("dq.lifecycle")
 
 
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def fail_started_job(
@@ -130,14 +128,14 @@ def fail_started_job(
         with connection.pipeline() as pipe:
             try:
                 pipe.watch(job_key, executions_key)
-                if _text(pipe.hget(job_key, "status")) != JobStatus.STARTED.value:
+                if reply_text(pipe.hget(job_key, "status")) != JobStatus.STARTED.value:
                     return False
                 job = Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
-                entries = [_text(e) or "" for e in cast(list[bytes], pipe.zrange(registry_key, 0, -1))]
+                entries = [reply_text(e) or "" for e in cast(list[bytes], pipe.zrange(registry_key, 0, -1))]
                 execution_ids = {e.split(":", 1)[1] for e in entries if e.startswith(job_id + ":")}
-                execution_ids |= {_text(e) or "" for e in cast(list[bytes], pipe.zrange(executions_key, 0, -1))}
+                execution_ids |= {reply_text(e) or "" for e in cast(list[bytes], pipe.zrange(executions_key, 0, -1))}
                 worker_names = {
-                    execution_id: _text(pipe.hget(f"rq:execution:{job_id}:{execution_id}", "worker_name"))
+                    execution_id: reply_text(pipe.hget(f"rq:execution:{job_id}:{execution_id}", "worker_name"))
                     for execution_id in execution_ids
                 }
                 pipe.multi()

@@ -28,7 +28,7 @@ from rq.utils import utcparse
 
 from config import RECOVERED_MESSAGE, Settings
 from jobs import history
-from jobs.connection import SERIALIZER
+from jobs.connection import SERIALIZER, reply_text
 from jobs.lifecycle import fail_started_job, is_deleted, remove_part_file, set_failure_reason
 from supervisor.processes import ProcessInfo, horse_pids, kill_and_wait, list_processes, pid_alive, this_host
 
@@ -89,14 +89,10 @@ def overdue(job: StartedJob, *, now: float, margin: float) -> bool:
     return now - job.started_at > job.timeout + margin
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _int(value: Any) -> int | None:
-    text = _text(value)
+    text = reply_text(value)
     try:
         return int(text) if text else None
     except ValueError:
@@ -104,7 +100,7 @@ def _int(value: Any) -> int | None:
 
 
 def _timestamp(value: Any) -> float | None:
-    text = _text(value)
+    text = reply_text(value)
     if not text:
         return None
     try:
@@ -138,7 +134,7 @@ def read_started(connection: redis.Redis, queue_name: str) -> list[StartedJob]:
         return []
     parsed = []
     for member, score in entries:
-        job_id, _, execution_id = (_text(member) or "").partition(":")
+        job_id, _, execution_id = (reply_text(member) or "").partition(":")
         parsed.append((job_id, execution_id, float(score)))
     with connection.pipeline(transaction=False) as pipe:
         for job_id, execution_id, _score in parsed:
@@ -148,9 +144,9 @@ def read_started(connection: redis.Redis, queue_name: str) -> list[StartedJob]:
     names = set()
     details = []
     for index, (job_id, execution_id, score) in enumerate(parsed):
-        execution_worker = _text(replies[2 * index])
+        execution_worker = reply_text(replies[2 * index])
         status, started_at, timeout, job_worker, meta = replies[2 * index + 1]
-        worker_name = execution_worker or _text(job_worker)
+        worker_name = execution_worker or reply_text(job_worker)
         if worker_name:
             names.add(worker_name)
         details.append((job_id, execution_id, score, worker_name, status, started_at, timeout, meta))
@@ -163,7 +159,7 @@ def read_started(connection: redis.Redis, queue_name: str) -> list[StartedJob]:
     for name, (hostname, pid, death, birth) in zip(ordered, worker_replies, strict=True):
         if hostname is None and pid is None and birth is None:
             continue  # the key is gone
-        workers[name] = WorkerRecord(name, _text(hostname), _int(pid), died=death is not None)
+        workers[name] = WorkerRecord(name, reply_text(hostname), _int(pid), died=death is not None)
     return [
         StartedJob(
             job_id=job_id,
@@ -171,7 +167,7 @@ def read_started(connection: redis.Redis, queue_name: str) -> list[StartedJob]:
             heartbeat_deadline=score,
             worker_name=worker_name,
             worker=workers.get(worker_name) if worker_name else None,
-            status=_text(status),
+            status=reply_text(status),
             started_at=_timestamp(started_at),
             timeout=_int(timeout),
             final_path=_final_path(meta),
