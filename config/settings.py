@@ -64,11 +64,6 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def seconds(value: float) -> str:
-    """How a duration reads in messages: `30` for 30.0, `0.5` for 0.5."""
-    return f"{value:g}"
-
-
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = None
@@ -145,20 +140,3 @@ class Settings:
             )
         if self.dashboard_port > 65535:
             raise SettingsError(f"DQ_DASHBOARD_PORT must be at most 65535, got {self.dashboard_port}")
-
-    @property
-    def timeout_message(self) -> str:
-        return f"Download timeout ({seconds(self.request_timeout)}s)"
-
-    @property
-    def processing_timeout_message(self) -> str:
-        return f"Processing timeout ({seconds(self.job_timeout)}s exceeded)"
-
-    @property
-    def shutdown_message(self) -> str:
-        return f"Interrupted by shutdown ({seconds(self.shutdown_grace)}s grace exceeded)"
-
-
-RECOVERED_MESSAGE = "Recovered from server crash while processing"
-CANCELLED_MESSAGE = "Cancelled by user during processing"
-DELETED_MESSAGE = "Deleted by user"

@@ -1,4 +1,7 @@
-"""The `dq` command line; every `bin/X` runs `dq X`.
+"""The `dq` command line for the queue: enqueue, jobs, delete, stats, dashboard.
+
+`supervisor.cli` adds the commands that run the service (`up`, `supervise`) and is the
+`dq` entry point; every `bin/X` runs `dq X`.
 
 Exit codes: 0 done, 1 the operation failed (a job failed, an id was not found),
 2 bad input or bad settings (nothing was changed), 3 Redis unreachable.
@@ -16,10 +19,13 @@ import click
 import redis
 
 from config import Settings, SettingsError
-from jobs import album, display, history
+from jobs import display, history
 from jobs.connection import RedisUnavailable, connect
+from jobs.enqueue import TrackRequest, enqueue_album, enqueue_playlist, enqueue_tracks
 from jobs.errors import InvalidRequest
-from jobs.queue import PARTIAL, STATES, TrackRequest, enqueue_tracks, job_view, list_jobs, stats
+from jobs.logs import configure_logging
+from jobs.stats import stats
+from jobs.views import ENDED, PARTIAL, STATES, job_view, list_jobs, views_of
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REDIS = 1, 2, 3
 WATCH_INTERVAL = 0.5
@@ -50,25 +56,7 @@ def main() -> None:
     """download-queue: a download job queue for music servers, on RQ."""
 
 
-# --- running the service -------------------------------------------------------------------
-@main.command()
-def up() -> None:
-    """Run everything in the foreground: Redis (unless REDIS_URL is set), workers, dashboard."""
-    from supervisor.service import run_up
-
-    settings = load_settings()
-    sys.exit(run_up(settings))
-
-
-@main.command()
-def supervise() -> None:
-    """Run the supervisor and its workers only (Redis runs elsewhere)."""
-    from supervisor.service import run_supervise
-
-    settings = load_settings()
-    sys.exit(run_supervise(settings))
-
-
+# --- the dashboard ------------------------------------------------------------------------
 @main.command()
 def dashboard() -> None:
     """Serve the web dashboard (rq-dashboard) at DQ_DASHBOARD_HOST:DQ_DASHBOARD_PORT."""
@@ -143,8 +131,10 @@ def enqueue(
             fail("--playlist takes no URLs, --from-file or --name (nothing was enqueued)", EXIT_BAD_INPUT)
         sys.exit(enqueue_album_command(settings, album_name, [], dest, as_json, wait, playlist_url=playlist_url))
     if album_name is not None and name is not None:
-        fail("--name cannot be used with --album: album tracks are named by the album (nothing was enqueued)",
-             EXIT_BAD_INPUT)
+        fail(
+            "--name cannot be used with --album: album tracks are named by the album (nothing was enqueued)",
+            EXIT_BAD_INPUT,
+        )
     requests_: list[TrackRequest] = []
     try:
         for url in urls:
@@ -185,16 +175,16 @@ def enqueue_album_command(
     try:
         if playlist_url is not None:
             # The tracks are known only once a worker has read the playlist.
-            record, _playlist_job = album.enqueue_playlist(connection, settings, playlist_url, album_name, dest)
+            record, _playlist_job = enqueue_playlist(connection, settings, playlist_url, album_name, dest)
             track_ids: list[str] = []
         else:
             assert album_name is not None
-            record, jobs = album.enqueue_album(connection, settings, album_name, urls, dest)
+            record, jobs = enqueue_album(connection, settings, album_name, urls, dest)
             track_ids = [job.id for job in jobs]
     except InvalidRequest as error:
         fail(f"{error} (nothing was enqueued)", EXIT_BAD_INPUT)
     ids = [record.id] + track_ids
-    print_enqueued(album.views_of(connection, ids), as_json)
+    print_enqueued(views_of(connection, ids), as_json)
     return wait_for(connection, ids) if wait else 0
 
 
@@ -212,7 +202,7 @@ def wait_for(connection: redis.Redis, job_ids: list[str], *, clock: Callable[[],
     seen: dict[str, str] = {}
     drawn = 0
     while True:
-        views = album.views_of(connection, job_ids)
+        views = views_of(connection, job_ids)
         gone = len(job_ids) - len(views)
         if tty:
             block = display.bars(views)
@@ -225,7 +215,7 @@ def wait_for(connection: redis.Redis, job_ids: list[str], *, clock: Callable[[],
                 if seen.get(view["id"]) != view["state"]:
                     seen[view["id"]] = view["state"]
                     click.echo(display.line(view), err=True)
-        if all(view["state"] in ("completed", "failed", "partial") for view in views):
+        if all(view["state"] in ENDED for view in views):
             ok = gone == 0 and all(view["state"] == "completed" for view in views)
             if gone:
                 click.echo(f"{gone} job(s) were deleted while waiting", err=True)
@@ -238,7 +228,12 @@ def wait_for(connection: redis.Redis, job_ids: list[str], *, clock: Callable[[],
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of job objects.")
 @click.option("--watch", is_flag=True, help="Keep showing live progress until interrupted.")
 @click.option(
-    "--history", "history_of", is_flag=False, flag_value=ALL_EVENTS, default=None, metavar="[ID]",
+    "--history",
+    "history_of",
+    is_flag=False,
+    flag_value=ALL_EVENTS,
+    default=None,
+    metavar="[ID]",
     help="Show the event history (of one job or album), deleted jobs included.",
 )
 def jobs_command(state: str | None, as_json: bool, watch: bool, history_of: str | None) -> None:
@@ -294,8 +289,18 @@ def jobs_table(views: list[dict[str, Any]]) -> str:
     for view in views:
         lines.append(display.line(view))
         if view.get("kind") == "album":
-            lines.extend(album.failure_lines(view))
+            lines.extend(failure_lines(view))
     return "\n".join(lines)
+
+
+def failure_lines(view: dict[str, Any]) -> list[str]:
+    """Indented lines naming an album's failed tracks and why, for `bin/jobs`."""
+    lines = []
+    for track in view.get("failed_tracks") or []:
+        label = track.get("title") or track.get("url") or ""
+        where = track["id"] or "not enqueued"
+        lines.append(f"    failed track {where}: {label}: {track.get('error') or 'failed'}")
+    return lines
 
 
 @main.command()
@@ -306,7 +311,6 @@ def delete(ids: Sequence[str]) -> None:
     A running download is stopped first (its .part removed); downloaded files stay.
     """
     from jobs.deletion import NOT_FOUND, delete_jobs
-    from supervisor.service import configure_logging
 
     configure_logging()  # the deletion events are log lines too (on stderr; stdout stays the contract)
     settings = load_settings()

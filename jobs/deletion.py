@@ -3,7 +3,7 @@
 `delete_jobs(connection, settings, ids)` returns `(id, outcome)` in input order, the outcome
 being "deleted", "cancelled" or "not found"; ids may name track jobs, playlist jobs or albums.
 
-1. Every job concerned gets a tombstone (`jobs.lifecycle.mark_deleted`), and its status,
+1. Every job concerned gets a tombstone (`jobs.tombstones.mark_deleted`), and its status,
    meta and worker are read in the same transaction. From then on no write of a running
    download lands (progress, result, heartbeat, callbacks: see `jobs.worker`), and a worker
    that dequeues the job a moment later drops it before downloading.
@@ -22,7 +22,7 @@ being "deleted", "cancelled" or "not found"; ids may name track jobs, playlist j
    `cancelled` when one of its jobs was running, else `deleted`.
 5. An unknown id: `not found`, nothing changed.
 
-The tombstone lives in the `dq:deleted` sorted set (see `jobs.lifecycle`), so once this
+The tombstone lives in one sorted set (see `jobs.tombstones`), so once this
 returns no Redis key name contains the id; the event history keeps the audit trail.
 """
 
@@ -36,24 +36,15 @@ from typing import Any, cast
 
 import redis
 from rq.command import send_command
-from rq.intermediate_queue import IntermediateQueue
-from rq.job import Job, JobStatus
-from rq.queue import Queue
-from rq.registry import (
-    CanceledJobRegistry,
-    DeferredJobRegistry,
-    FailedJobRegistry,
-    FinishedJobRegistry,
-    ScheduledJobRegistry,
-    StartedJobRegistry,
-)
-from rq.results import Result
+from rq.job import JobStatus
 
-from config import CANCELLED_MESSAGE, DELETED_MESSAGE, Settings
-from jobs import album, history
+from config import Settings
+from jobs import album, history, keys, messages
 from jobs.connection import SERIALIZER, reply_text
 from jobs.download import PROGRESS_INTERVAL
-from jobs.lifecycle import FAILURE_REASON_PREFIX, mark_deleted, remove_part_file
+from jobs.executions import find_executions, remove_executions
+from jobs.paths import remove_part_file
+from jobs.tombstones import mark_deleted
 
 DELETED, CANCELLED, NOT_FOUND = "deleted", "cancelled", "not found"
 COOPERATIVE_WAIT = 2 * PROGRESS_INTERVAL  # a download with bytes flowing stops by itself within this
@@ -90,8 +81,6 @@ class _Request:
     job_ids: list[str] = field(default_factory=list)
 
 
-
-
 def delete_jobs(connection: redis.Redis, settings: Settings, ids: Sequence[str]) -> list[tuple[str, str]]:
     """Delete jobs and albums in any state; (id, outcome) for each id, in input order."""
     requests_ = [_resolve(connection, item_id) for item_id in ids]
@@ -102,11 +91,11 @@ def delete_jobs(connection: redis.Redis, settings: Settings, ids: Sequence[str])
     running = [target for target in targets.values() if target.running]
     # Queued ones go first, so that a worker freed by a stop below cannot pick one of them up.
     for target in idle:
-        _finish(connection, target, history.DELETED, DELETED_MESSAGE)
+        _finish(connection, target, history.DELETED, messages.DELETED)
     _stop_all(connection, running)
     for target in running:
         remove_part_file(settings.download_dir, target.final_path)
-        _finish(connection, target, history.CANCELLED, CANCELLED_MESSAGE)
+        _finish(connection, target, history.CANCELLED, messages.CANCELLED)
 
     outcomes = []
     for request in requests_:
@@ -116,8 +105,11 @@ def delete_jobs(connection: redis.Redis, settings: Settings, ids: Sequence[str])
             with connection.pipeline() as pipeline:
                 album.remove_record(pipeline, request.album.id)
                 history.record(
-                    pipeline, request.album.id, history.CANCELLED if cancelled else history.DELETED,
-                    CANCELLED_MESSAGE if cancelled else DELETED_MESSAGE, album_id=request.album.id,
+                    pipeline,
+                    request.album.id,
+                    history.CANCELLED if cancelled else history.DELETED,
+                    messages.CANCELLED if cancelled else messages.DELETED,
+                    album_id=request.album.id,
                 )
                 pipeline.execute()
             outcomes.append((request.item_id, CANCELLED if cancelled else DELETED))
@@ -137,7 +129,7 @@ def _resolve(connection: redis.Redis, item_id: str) -> _Request:
         record = album.load(connection, item_id)
         if record is not None:
             return _Request(item_id, record, record.job_ids)
-    if connection.exists(Job.key_for(item_id)):
+    if connection.exists(keys.job(item_id)):
         return _Request(item_id, None, [item_id])
     return _Request(item_id)
 
@@ -149,8 +141,8 @@ def _tombstone(connection: redis.Redis, settings: Settings, job_ids: list[str]) 
     with connection.pipeline() as pipeline:
         mark_deleted(pipeline, job_ids)
         for job_id in job_ids:
-            pipeline.hmget(Job.key_for(job_id), ["status", "meta", "worker_name", "origin"])
-        replies = pipeline.execute()[-len(job_ids):]
+            pipeline.hmget(keys.job(job_id), ["status", "meta", "worker_name", "origin"])
+        replies = pipeline.execute()[-len(job_ids) :]
     targets = {}
     for job_id, (status, raw_meta, worker_name, origin) in zip(job_ids, replies, strict=True):
         meta: dict[str, Any] = SERIALIZER.loads(raw_meta) if raw_meta else {}
@@ -166,9 +158,7 @@ def _tombstone(connection: redis.Redis, settings: Settings, job_ids: list[str]) 
     return targets
 
 
-def _stop_all(
-    connection: redis.Redis, running: list[_Target], clock: Callable[[], float] = time.monotonic
-) -> None:
+def _stop_all(connection: redis.Redis, running: list[_Target], clock: Callable[[], float] = time.monotonic) -> None:
     """Wait until no worker runs these jobs: cooperative first, RQ's stop command as fallback."""
     pending = {target.job_id: target for target in running}
     start = clock()
@@ -186,7 +176,8 @@ def _stop_all(
         if elapsed >= COOPERATIVE_WAIT + STOP_WAIT:
             log.warning(
                 "jobs %s still not stopped after %gs; removed anyway (their writes are refused)",
-                ", ".join(pending), elapsed,
+                ", ".join(pending),
+                elapsed,
             )
             return
         time.sleep(POLL_INTERVAL)
@@ -202,13 +193,12 @@ def _send_stop(connection: redis.Redis, target: _Target) -> None:
 
 def _let_go(connection: redis.Redis, target: _Target) -> bool:
     """True once no live worker runs the job any more."""
-    registry_key = StartedJobRegistry(target.origin, connection=connection).key
     prefix = target.job_id + ":"
-    entries = cast(list[bytes], connection.zrange(registry_key, 0, -1))
+    entries = cast(list[bytes], connection.zrange(keys.started(target.origin), 0, -1))
     if not any((reply_text(entry) or "").startswith(prefix) for entry in entries):
         return True
     # The worker died (and its horse with it: parent-death signal): nobody will let go.
-    return bool(target.worker_name) and not connection.exists(f"rq:worker:{target.worker_name}")
+    return bool(target.worker_name) and not connection.exists(keys.worker(target.worker_name or ""))
 
 
 def _finish(connection: redis.Redis, target: _Target, event: str, message: str) -> None:
@@ -222,39 +212,18 @@ def purge_job(connection: redis.Redis, job_id: str, queue_name: str) -> None:
     Used by deletion and by the worker when it finds it ran a deleted job (its own
     bookkeeping may have recreated some keys meanwhile).
     """
-    started = StartedJobRegistry(queue_name, connection=connection)
-    executions_key = f"rq:executions:{job_id}"
-    prefix = job_id + ":"
-    execution_ids = {reply_text(e) or "" for e in cast(list[bytes], connection.zrange(executions_key, 0, -1))}
-    execution_ids |= {
-        entry.split(":", 1)[1]
-        for entry in (reply_text(e) or "" for e in cast(list[bytes], connection.zrange(started.key, 0, -1)))
-        if entry.startswith(prefix)
-    }
-    workers = {
-        execution_id: reply_text(connection.hget(f"rq:execution:{job_id}:{execution_id}", "worker_name"))
-        for execution_id in execution_ids
-    }
-    queue = Queue(queue_name, connection=connection, serializer=SERIALIZER)
+    found = find_executions(connection, job_id, queue_name)
     with connection.pipeline() as pipeline:
-        pipeline.lrem(queue.key, 0, job_id)
-        pipeline.lrem(IntermediateQueue.get_intermediate_queue_key(queue.key), 0, job_id)
-        for registry_class in (
-            FinishedJobRegistry, FailedJobRegistry, CanceledJobRegistry, DeferredJobRegistry, ScheduledJobRegistry
-        ):
-            pipeline.zrem(registry_class(queue_name, connection=connection).key, job_id)
-        for execution_id, worker_name in workers.items():
-            composite = f"{job_id}:{execution_id}"
-            pipeline.zrem(started.key, composite)
-            pipeline.delete(f"rq:execution:{composite}")
-            if worker_name:
-                pipeline.srem(f"rq:worker:{worker_name}:executions", composite)
+        pipeline.lrem(keys.queue(queue_name), 0, job_id)
+        pipeline.lrem(keys.intermediate_queue(queue_name), 0, job_id)
+        for registry_class in keys.ENDED_REGISTRIES:
+            pipeline.zrem(keys.registry(registry_class, queue_name), job_id)
+        remove_executions(pipeline, job_id, queue_name, found)
         pipeline.delete(
-            Job.key_for(job_id),
-            Job.dependents_key_for(job_id),
-            f"{Job.key_for(job_id)}:dependencies",
-            Result.get_key(job_id),
-            executions_key,
-            FAILURE_REASON_PREFIX + job_id,
+            keys.job(job_id),
+            keys.job_dependents(job_id),
+            keys.job_dependencies(job_id),
+            keys.results(job_id),
+            keys.failure_reason(job_id),
         )
         pipeline.execute()

@@ -12,7 +12,10 @@ renamed into place: a file at its final path is always complete.
 
 from __future__ import annotations
 
+import http.client
 import os
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3.exceptions
 
+from jobs import messages
 from jobs.errors import (
     ConnectionFailed,
     DownloadTimeout,
@@ -67,9 +71,8 @@ class Target:
 class StallGuard:
     """Raises DownloadTimeout when a window of `window` seconds saw fewer than limit*window bytes."""
 
-    def __init__(self, window: float, timeout_text: str, clock: Callable[[], float], limit: int) -> None:
+    def __init__(self, window: float, clock: Callable[[], float], limit: int) -> None:
         self.window = window
-        self.timeout_text = timeout_text
         self.clock = clock
         self.minimum_bytes = limit * window
         self.window_start = clock()
@@ -80,7 +83,7 @@ class StallGuard:
         now = self.clock()
         if now - self.window_start >= self.window:
             if self.window_bytes < self.minimum_bytes:
-                raise DownloadTimeout(self.timeout_text)
+                raise DownloadTimeout(self.window)
             self.window_start = now
             self.window_bytes = 0
 
@@ -106,26 +109,45 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and everything it wraps: requests wraps urllib3, which wraps the socket's error."""
+    found: list[BaseException] = []
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if current in found:
+            continue
+        found.append(current)
+        pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        for linked in (current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(linked, BaseException):
+                pending.append(linked)
+    return found
+
+
+def _wraps(error: BaseException, *types: type[BaseException]) -> bool:
+    return any(isinstance(cause, types) for cause in _causes(error))
+
+
 def _connection_message(url: str, error: BaseException) -> str:
+    """The one line for a failed connection, chosen by the type of what went wrong."""
     parts = urlsplit(url)
     where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-    text = str(error)
-    if "Connection refused" in text:
-        return f"Connection refused ({where})"
-    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
-        return f"Host not found ({where})"
-    if "reset" in text.lower():
-        return f"Connection reset ({where})"
-    if isinstance(error, requests.exceptions.SSLError):
-        return f"TLS error ({where})"
-    return f"Connection failed ({where})"
+    if _wraps(error, ConnectionRefusedError):
+        return messages.connection_refused(where)
+    if _wraps(error, urllib3.exceptions.NameResolutionError, socket.gaierror):
+        return messages.host_not_found(where)
+    if _wraps(error, ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+        return messages.connection_reset(where)
+    if _wraps(error, ssl.SSLError, urllib3.exceptions.SSLError, requests.exceptions.SSLError):
+        return messages.tls_error(where)
+    return messages.connection_failed(where)
 
 
 def open_response(
     session: requests.Session, url: str, *, request_timeout: float, allow_private: bool
 ) -> requests.Response:
     """GET with streaming, following redirects by hand so every hop is checked."""
-    timeout_text = f"{request_timeout:g}"
     for _ in range(MAX_REDIRECTS + 1):
         url = check_url(url)
         if not allow_private:
@@ -139,10 +161,10 @@ def open_response(
                 headers={"Accept-Encoding": "identity", "User-Agent": USER_AGENT},
             )
         except (TimeoutError, requests.exceptions.Timeout) as error:
-            raise DownloadTimeout(timeout_text) from error
+            raise DownloadTimeout(request_timeout) from error
         except requests.exceptions.ConnectionError as error:
-            if isinstance(error.args[0] if error.args else None, urllib3.exceptions.ReadTimeoutError):
-                raise DownloadTimeout(timeout_text) from error
+            if _wraps(error, urllib3.exceptions.ReadTimeoutError):
+                raise DownloadTimeout(request_timeout) from error
             raise ConnectionFailed(_connection_message(url, error)) from error
         if response.is_redirect and "Location" in response.headers:
             location = urljoin(url, response.headers["Location"])
@@ -154,16 +176,16 @@ def open_response(
             response.close()
             raise HTTPStatusError(response.status_code, response.reason or "", retry_after)
         return response
-    raise InvalidRequest(f"too many redirects (more than {MAX_REDIRECTS})")
+    raise InvalidRequest(messages.too_many_redirects(MAX_REDIRECTS))
 
 
 def choose_path(target: Target, url: str, response: requests.Response, download_dir: Path) -> Path:
     if target.name:
         filename = sanitize_filename(target.name)
     else:
-        filename = filename_from_content_disposition(
-            response.headers.get("Content-Disposition")
-        ) or filename_from_url(response.url or url)
+        filename = filename_from_content_disposition(response.headers.get("Content-Disposition")) or filename_from_url(
+            response.url or url
+        )
         if target.stem:
             ext = os.path.splitext(filename)[1]
             filename = sanitize_filename(target.stem + ext)
@@ -198,7 +220,6 @@ def download(
     `on_path` hears the final path as soon as it is known (before any byte is written),
     so a canceller can find the `.part` file.
     """
-    timeout_text = f"{request_timeout:g}"
     own_session = session is None
     session = session or requests.Session()
     try:
@@ -213,8 +234,7 @@ def download(
                     on_progress(total, total)
                 return Downloaded(final, total, skipped=True)
             final.parent.mkdir(parents=True, exist_ok=True)
-            size = _stream_to_part(response, final, total, timeout_text, request_timeout,
-                                   on_progress, clock, low_speed_limit)
+            size = _stream_to_part(response, final, total, request_timeout, on_progress, clock, low_speed_limit)
         return Downloaded(final, size, skipped=False)
     finally:
         if own_session:
@@ -225,7 +245,6 @@ def _stream_to_part(
     response: requests.Response,
     final: Path,
     total: int | None,
-    timeout_text: str,
     request_timeout: float,
     on_progress: ProgressCallback | None,
     clock: Callable[[], float],
@@ -234,7 +253,7 @@ def _stream_to_part(
     partial = part_path(final)
     done = 0
     finished = False
-    guard = StallGuard(request_timeout, timeout_text, clock, low_speed_limit)
+    guard = StallGuard(request_timeout, clock, low_speed_limit)
     last_report = clock()
     if on_progress is not None:
         on_progress(0, total)
@@ -245,19 +264,17 @@ def _stream_to_part(
                     # read1 returns whatever has arrived, so a trickle still reaches the guard.
                     chunk = response.raw.read1(CHUNK_BYTES, decode_content=False)
                 except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as error:
-                    raise DownloadTimeout(timeout_text) from error
+                    raise DownloadTimeout(request_timeout) from error
                 except urllib3.exceptions.ProtocolError as error:
-                    if "IncompleteRead" in str(error) and total is not None:
-                        raise IncompleteBody(
-                            f"Incomplete download: got {done} of {total} bytes"
-                        ) from error
+                    if total is not None and _wraps(error, http.client.IncompleteRead):
+                        raise IncompleteBody(messages.incomplete(done, total)) from error
                     raise ConnectionFailed(_connection_message(response.url, error)) from error
                 if not chunk:
                     break
                 out.write(chunk)
                 done += len(chunk)
                 if total is not None and done > total:
-                    raise IncompleteBody(f"Server sent more than the {total} bytes it announced")
+                    raise IncompleteBody(messages.oversized(total))
                 guard.add(len(chunk))
                 now = clock()
                 if on_progress is not None and now - last_report >= PROGRESS_INTERVAL:
@@ -266,7 +283,7 @@ def _stream_to_part(
             out.flush()
             os.fsync(out.fileno())
         if total is not None and done != total:
-            raise IncompleteBody(f"Incomplete download: got {done} of {total} bytes")
+            raise IncompleteBody(messages.incomplete(done, total))
         os.replace(partial, final)
         _fsync_dir(final.parent)
         finished = True

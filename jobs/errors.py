@@ -1,6 +1,7 @@
 """Why a download stopped, as an exception tree whose `str()` is the user's one-line error.
 
     DownloadError                      every failure the engine reports
+    ├── JobDeleted                     deleted while it ran: stop, write nothing back
     ├── TransportError                 retryable: the network let us down
     │   ├── DownloadTimeout            no answer / no bytes / too slow for the request timeout
     │   ├── ConnectionFailed           refused, reset, DNS failure, TLS failure
@@ -17,7 +18,7 @@ None of these derive from RQ's `JobTimeoutException`, and no code in `jobs/` cat
 
 from __future__ import annotations
 
-from http import HTTPStatus
+from jobs import messages
 
 
 class DownloadError(Exception):
@@ -26,13 +27,21 @@ class DownloadError(Exception):
     retryable = False
 
 
+class JobDeleted(DownloadError):
+    """The job was deleted while it ran; the download stops and nothing of it is written."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(messages.CANCELLED)
+        self.job_id = job_id
+
+
 class TransportError(DownloadError):
     retryable = True
 
 
 class DownloadTimeout(TransportError):
-    def __init__(self, request_timeout_text: str) -> None:
-        super().__init__(f"Download timeout ({request_timeout_text}s)")
+    def __init__(self, request_timeout: float) -> None:
+        super().__init__(messages.download_timeout(request_timeout))
 
 
 class ConnectionFailed(TransportError):
@@ -45,11 +54,7 @@ class IncompleteBody(TransportError):
 
 class HTTPStatusError(DownloadError):
     def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
-        try:
-            reason = HTTPStatus(status).phrase  # the standard phrase, whatever the server says
-        except ValueError:
-            reason = reason or "Error"
-        super().__init__(f"HTTP {status} {reason}")
+        super().__init__(messages.http_status(status, reason))
         self.status = status
         self.retry_after = retry_after
 

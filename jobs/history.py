@@ -1,6 +1,6 @@
 """The event history: every state change of every job, kept after the job itself is gone.
 
-Events go to one capped Redis stream (`dq:events`) and to the log, one line each, so a
+Events go to one capped Redis stream (`jobs.keys.EVENTS`) and to the log, one line each, so a
 deleted or expired job still has an audit trail (`bin/jobs --history [ID]`).
 """
 
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import redis
 from rq.utils import as_text
 
-STREAM = "dq:events"
+from jobs import keys
+
 MAX_EVENTS = 100_000  # approximate cap (XADD MAXLEN ~)
 
 ENQUEUED, STARTED, COMPLETED, FAILED = "enqueued", "started", "completed", "failed"
@@ -41,20 +41,13 @@ def record(
     album_id: str | None = None,
 ) -> None:
     """Append one event (inside the caller's pipeline when given one) and log it."""
-    connection.xadd(STREAM, _fields(job_id, event, message, album_id), maxlen=MAX_EVENTS, approximate=True)
+    connection.xadd(keys.EVENTS, _fields(job_id, event, message, album_id), maxlen=MAX_EVENTS, approximate=True)
     log.info("job %s %s%s", job_id, event, f": {message}" if message else "")
-
-
-def record_many(
-    connection: redis.Redis | redis.client.Pipeline, job_ids: Iterable[str], event: str, message: str = ""
-) -> None:
-    for job_id in job_ids:
-        record(connection, job_id, event, message)
 
 
 def read(connection: redis.Redis, job_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     """Events oldest first; for one job (or album) when `job_id` is given."""
-    entries: Any = connection.xrevrange(STREAM, count=MAX_EVENTS if job_id else limit)
+    entries: Any = connection.xrevrange(keys.EVENTS, count=MAX_EVENTS if job_id else limit)
     events = []
     for entry_id, raw in entries or []:
         fields = {as_text(k): as_text(v) for k, v in raw.items()}
@@ -74,5 +67,3 @@ def read(connection: redis.Redis, job_id: str | None = None, limit: int = 1000) 
             break
     events.reverse()
     return events
-
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import socket
@@ -11,9 +12,11 @@ from email.message import Message
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from jobs import messages
 from jobs.errors import InvalidRequest
 
 PART_SUFFIX = ".part"
+log = logging.getLogger("dq.paths")
 MAX_NAME_BYTES = 200  # leaves room for ".part" and stays under every filesystem's 255
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 _SPACES = re.compile(r"\s+")
@@ -54,10 +57,7 @@ def refuse_private_address(url: str) -> None:
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified:
-            raise InvalidRequest(
-                f"refused: {host} resolves to a private address ({address}); "
-                "set DQ_ALLOW_PRIVATE_NETWORKS=1 to allow it"
-            )
+            raise InvalidRequest(messages.private_address(host, address))
 
 
 def sanitize_filename(name: str) -> str:
@@ -122,3 +122,28 @@ def confined(download_dir: Path, *parts: str) -> Path:
 
 def part_path(final: Path) -> Path:
     return final.with_name(final.name + PART_SUFFIX)
+
+
+def remove_part_file(download_dir: Path, final_path: str | None) -> Path | None:
+    """Remove the `.part` of a download that no longer runs; return it if one was removed.
+
+    `final_path` is what the job's meta["path"] holds (the final file; the part is
+    `<final>.part`). Meta comes from Redis, so anything outside the download dir is refused.
+    """
+    if not final_path:
+        return None
+    partial = part_path(Path(final_path))
+    root = download_dir.resolve()
+    try:
+        directory = partial.parent.resolve()
+    except OSError:
+        return None
+    if directory != root and root not in directory.parents:
+        log.warning("not removing %s: outside the download dir %s", partial, root)
+        return None
+    target = directory / partial.name
+    try:
+        target.unlink()
+    except FileNotFoundError:
+        return None
+    return target

@@ -26,11 +26,14 @@ import urllib3.exceptions
 from rq.job import get_current_job
 
 from config import Settings
-from jobs import album
+from jobs import messages
+from jobs.album import AlbumTrack, InvalidEntry
 from jobs.download import LOW_SPEED_LIMIT, StallGuard, open_response
-from jobs.errors import DownloadError, DownloadTimeout, InvalidRequest, PlaylistError
-from jobs.lifecycle import JobDeleted, is_deleted
+from jobs.enqueue import AlbumGone, add_playlist_tracks
+from jobs.errors import DownloadError, DownloadTimeout, InvalidRequest, JobDeleted, PlaylistError
+from jobs.naming import number_width
 from jobs.paths import check_url
+from jobs.tombstones import is_deleted
 
 MAX_PLAYLIST_BYTES = 4 * 1024 * 1024
 READ_BYTES = 64 * 1024
@@ -50,7 +53,7 @@ class PlaylistEntry:
 
 def _title(extinf_line: str) -> str | None:
     """The title of `#EXTINF:<duration>[ attributes],<title>`."""
-    _, comma, title = extinf_line[len(EXTINF):].partition(",")
+    _, comma, title = extinf_line[len(EXTINF) :].partition(",")
     title = title.strip()
     return title if comma and title else None
 
@@ -95,38 +98,38 @@ def decode_playlist(body: bytes) -> str:
 
 def fetch_playlist_text(url: str, settings: Settings) -> tuple[str, str]:
     """(text, final URL) of the playlist; PlaylistError with the reason when it cannot be had."""
-    timeout_text = f"{settings.request_timeout:g}"
     with requests.Session() as session:
         try:
             response = open_response(
                 session, url, request_timeout=settings.request_timeout, allow_private=settings.allow_private_networks
             )
         except DownloadError as error:
-            raise PlaylistError(f"Playlist could not be fetched: {error}") from error
+            raise PlaylistError(messages.playlist_unfetchable(error)) from error
         with response:
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if content_type == "text/html":
-                raise PlaylistError(f"Not an M3U playlist: the server sent a web page ({content_type})")
+                raise PlaylistError(messages.playlist_is_web_page(content_type))
             body = bytearray()
-            guard = StallGuard(settings.request_timeout, timeout_text, time.monotonic, LOW_SPEED_LIMIT)
+            guard = StallGuard(settings.request_timeout, time.monotonic, LOW_SPEED_LIMIT)
             while True:
                 try:
                     chunk = response.raw.read1(READ_BYTES, decode_content=True)
                     if chunk:
                         guard.add(len(chunk))
                 except (urllib3.exceptions.ReadTimeoutError, TimeoutError, DownloadTimeout) as error:
-                    raise PlaylistError(f"Playlist could not be fetched: Download timeout ({timeout_text}s)") from error
+                    timeout = messages.download_timeout(settings.request_timeout)
+                    raise PlaylistError(messages.playlist_unfetchable(timeout)) from error
                 except urllib3.exceptions.HTTPError as error:
-                    raise PlaylistError(f"Playlist could not be fetched: {type(error).__name__}") from error
+                    raise PlaylistError(messages.playlist_unfetchable(type(error).__name__)) from error
                 if not chunk:
                     break
                 body += chunk
                 if len(body) > MAX_PLAYLIST_BYTES:
-                    raise PlaylistError(f"Playlist is larger than {MAX_PLAYLIST_BYTES // (1024 * 1024)} MiB")
+                    raise PlaylistError(messages.playlist_too_large(MAX_PLAYLIST_BYTES))
             final_url = response.url or url
     text = decode_playlist(bytes(body))
     if text.lstrip().startswith("<"):
-        raise PlaylistError("Not an M3U playlist: the server sent markup")
+        raise PlaylistError(messages.PLAYLIST_IS_MARKUP)
     return text, final_url
 
 
@@ -142,27 +145,24 @@ def fetch_playlist(album_id: str, url: str) -> dict[str, Any]:
     entries = parse_m3u(text, final_url)
     usable = [entry for entry in entries if entry.url is not None]
     if not entries:
-        raise PlaylistError("Playlist has no usable entry: it lists no tracks")
+        raise PlaylistError(messages.PLAYLIST_EMPTY)
     if not usable:
         first = entries[0]
-        raise PlaylistError(
-            f"Playlist has no usable entry: {len(entries)} refused, the first at line {first.line}: {first.error}"
-        )
+        raise PlaylistError(messages.playlist_unusable(len(entries), first.line, first.error))
     tracks = [
-        album.AlbumTrack(url=entry.url, title=entry.title, position=position)
+        AlbumTrack(url=entry.url, title=entry.title, position=position)
         for position, entry in enumerate(entries, start=1)
         if entry.url is not None
     ]
     invalid = [
-        album.InvalidEntry(line=entry.line, entry=entry.text, error=entry.error or "unusable", position=position,
-                           title=entry.title)
+        InvalidEntry(
+            line=entry.line, entry=entry.text, error=entry.error or "unusable", position=position, title=entry.title
+        )
         for position, entry in enumerate(entries, start=1)
         if entry.url is None
     ]
     try:
-        jobs = album.add_playlist_tracks(
-            job.connection, settings, album_id, tracks, invalid, album.number_width(len(entries))
-        )
-    except album.AlbumGone:
+        jobs = add_playlist_tracks(job.connection, settings, album_id, tracks, invalid, number_width(len(entries)))
+    except AlbumGone:
         raise JobDeleted(job.id) from None
     return {"tracks": len(jobs), "invalid": len(invalid), "track_ids": [j.id for j in jobs]}

@@ -11,7 +11,8 @@ from rq.job import Job, get_current_job
 from config import Settings
 from jobs.connection import SERIALIZER
 from jobs.download import Target, download
-from jobs.lifecycle import JobDeleted, is_deleted, write_meta_if_alive
+from jobs.errors import JobDeleted
+from jobs.tombstones import is_deleted, write_meta_if_alive
 
 
 def download_track(

@@ -34,11 +34,11 @@ from rq.rate_limit import RateLimitRegistry
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ReadyJobRegistry
 
 from config import Settings
-from config.settings import seconds
-from jobs import history
-from jobs.connection import SERIALIZER
-from jobs.lifecycle import fail_started_job, remove_part_file, set_failure_reason
-from jobs.paths import PART_SUFFIX
+from jobs import history, keys, messages
+from jobs.connection import SERIALIZER, reply_text
+from jobs.failure import fail_started_job, set_failure_reason
+from jobs.paths import PART_SUFFIX, remove_part_file
+from jobs.rq_compat import MAINTENANCE_LOCK_VALUE
 from supervisor.processes import horse_pids
 from supervisor.recovery import ENDED_STATUSES, Recovery, StartedJob, overdue, why_dead
 
@@ -48,7 +48,6 @@ BACKSTOP_MARGIN = 5.0  # seconds past the job timeout before the supervisor step
 PARENT_RECORD_WAIT = 3.0  # after killing a horse of a live worker, let that worker record the failure
 STALE_PART_AGE = 60.0  # the startup sweep leaves younger `.part` files alone (a download may own them)
 STARTUP_LOCK_WAIT = 10.0  # seconds the startup recovery waits for the maintenance lock
-RQ_LOCK_VALUE = b"1"  # what RQ's own `acquire_maintenance_lock` stores
 STUCK_RQ_LOCK_AFTER = 60.0  # RQ holds it for milliseconds; this long means its holder died
 STRANDED_AFTER = 10.0  # a worker moves a dequeued job to the started registry within milliseconds
 
@@ -75,13 +74,9 @@ return 0
 """
 
 
-def processing_timeout_message(timeout: int) -> str:
-    return f"Processing timeout ({seconds(timeout)}s exceeded)"
-
-
 @dataclass
 class MaintenanceLock:
-    """RQ's per-queue maintenance lock (`rq:clean_registries:<queue>`), held briefly.
+    """RQ's per-queue maintenance lock (`jobs.keys.maintenance_lock`), held briefly.
 
     RQ's workers take it with `SET NX EX 899` and delete it when done. We take the same key
     with a token and a short TTL, so a supervisor killed while holding it blocks nobody for
@@ -98,7 +93,7 @@ class MaintenanceLock:
 
     @property
     def key(self) -> str:
-        return Queue(self.queue_name, connection=self.connection).registry_cleaning_key
+        return keys.maintenance_lock(self.queue_name)
 
     def acquire(self, now: float) -> bool:
         ttl_ms = max(1000, int(self.ttl * 1000))
@@ -107,9 +102,12 @@ class MaintenanceLock:
             return True
         if self.blocked_since is None:
             self.blocked_since = now
-        if now - self.blocked_since >= STUCK_RQ_LOCK_AFTER and self.connection.get(self.key) == RQ_LOCK_VALUE:
-            log.warning("RQ's maintenance lock for %r was held for %gs; taking it over", self.queue_name,
-                        now - self.blocked_since)
+        if now - self.blocked_since >= STUCK_RQ_LOCK_AFTER and self.connection.get(self.key) == MAINTENANCE_LOCK_VALUE:
+            log.warning(
+                "RQ's maintenance lock for %r was held for %gs; taking it over",
+                self.queue_name,
+                now - self.blocked_since,
+            )
             self.connection.set(self.key, self.token, px=ttl_ms)
             self.blocked_since = None
             return True
@@ -235,7 +233,7 @@ class Cleanup:
                 or not overdue(job, now=redis_now, margin=BACKSTOP_MARGIN)
             ):
                 continue
-            message = processing_timeout_message(job.timeout or self.settings.job_timeout)
+            message = messages.processing_timeout(job.timeout or self.settings.job_timeout)
             due = self.pending_kills.get(job.job_id)
             if due is not None:
                 if now >= due and self._fail(job, message):
@@ -254,8 +252,7 @@ class Cleanup:
 
     def _fail(self, job: StartedJob, message: str) -> bool:
         self.pending_kills.pop(job.job_id, None)
-        failed = fail_started_job(self.connection, self.settings.queue_name, job.job_id, message,
-                                  event=history.FAILED)
+        failed = fail_started_job(self.connection, self.settings.queue_name, job.job_id, message, event=history.FAILED)
         self.recovery.remove_part(job)
         return failed
 
@@ -267,10 +264,10 @@ class Cleanup:
         if gone:
             with self.connection.pipeline(transaction=False) as pipe:
                 for job_id in gone:
-                    pipe.hget(f"rq:job:{job_id}", "status")
+                    pipe.hget(keys.job(job_id), "status")
                 statuses = pipe.execute()
             for job_id, raw in zip(gone, statuses, strict=True):
-                status = raw.decode() if isinstance(raw, bytes) else raw
+                status = reply_text(raw)
                 if status not in ENDED_STATUSES:
                     current.setdefault(job_id, self.watched_parts[job_id])  # requeued: keep watching
                     continue
@@ -294,8 +291,8 @@ class Cleanup:
         for job_id, since in self.stranded_since.items():
             if now - since < STRANDED_AFTER:
                 continue
-            keys = [intermediate.key, queue.key, f"rq:job:{job_id}"]
-            if self.connection.eval(_REQUEUE_STRANDED, len(keys), *keys, job_id):
+            lua_keys = [intermediate.key, queue.key, keys.job(job_id)]
+            if self.connection.eval(_REQUEUE_STRANDED, len(lua_keys), *lua_keys, job_id):
                 log.warning("job %s was stranded between queue and worker; put back at the front", job_id)
                 history.record(self.connection, job_id, history.ENQUEUED, "requeued: its worker died taking it")
                 requeued.append(job_id)

@@ -26,8 +26,9 @@ from typing import Protocol, TypeVar
 import redis
 
 from config import Settings
+from jobs import messages
 from supervisor.cleanup import PARENT_RECORD_WAIT
-from supervisor.workers import WorkerProcess
+from supervisor.pool import WorkerProcess
 
 log = logging.getLogger("dq.supervisor")
 
@@ -36,7 +37,7 @@ T = TypeVar("T")
 
 
 class Pool(Protocol):
-    """What the loop needs of `supervisor.workers.WorkerPool`."""
+    """What the loop needs of `supervisor.pool.WorkerPool`."""
 
     def step(self, now: float) -> list[WorkerProcess]: ...
 
@@ -144,8 +145,7 @@ class Supervisor:
             self.phase = Phase.DONE
             log.info("all workers finished; nothing was interrupted")
         elif now - self.stopping_since >= self.settings.shutdown_grace:
-            log.warning("shutdown grace of %gs ran out: stopping the remaining downloads",
-                        self.settings.shutdown_grace)
+            log.warning("shutdown grace of %gs ran out: stopping the remaining downloads", self.settings.shutdown_grace)
             self._interrupt(now, patient=True)
 
     def _interrupt(self, now: float, *, patient: bool) -> None:
@@ -154,7 +154,9 @@ class Supervisor:
         self.interrupted_workers.update(workers)
         self.phase = Phase.KILLING
         if self.cleanup is not None and workers:
-            jobs = self._redis_call("interrupt", self.cleanup.interrupt, workers, self.settings.shutdown_message)
+            jobs = self._redis_call(
+                "interrupt", self.cleanup.interrupt, workers, messages.shutdown(self.settings.shutdown_grace)
+            )
             self.interrupted_jobs += jobs or []
         if patient:
             self.kill_deadline = now + PARENT_RECORD_WAIT
@@ -166,17 +168,23 @@ class Supervisor:
     def _step_killing(self, now: float) -> None:
         if self.pool.live:
             if not self.hard_killed and self.kill_deadline is not None and now >= self.kill_deadline:
-                log.warning("%d worker(s) still running after their downloads were stopped: killing them",
-                            len(self.pool.live))
+                log.warning(
+                    "%d worker(s) still running after their downloads were stopped: killing them", len(self.pool.live)
+                )
                 self.pool.kill_all()
                 self.hard_killed = True
             return
         if self.cleanup is not None:
-            self._redis_call("fail interrupted jobs", self.cleanup.fail_interrupted,
-                             list(self.interrupted_workers), self.settings.shutdown_message)
+            self._redis_call(
+                "fail interrupted jobs",
+                self.cleanup.fail_interrupted,
+                list(self.interrupted_workers),
+                messages.shutdown(self.settings.shutdown_grace),
+            )
         self.phase = Phase.DONE
-        log.info("stopped %d running download(s): %s", len(self.interrupted_jobs),
-                 ", ".join(self.interrupted_jobs) or "none")
+        log.info(
+            "stopped %d running download(s): %s", len(self.interrupted_jobs), ", ".join(self.interrupted_jobs) or "none"
+        )
 
     def _redis_call(self, what: str, function: Callable[..., T], *args: object) -> T | None:
         """Run one Redis-backed step; an unreachable Redis is logged and retried next time."""

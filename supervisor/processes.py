@@ -1,43 +1,14 @@
-"""Small process tools shared by the supervisor's parts."""
+"""Finding and killing processes: the supervisor's view of /proc."""
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-PR_SET_PDEATHSIG = 1
-
-
-def set_parent_death_signal(expected_parent: int, sig: int = signal.SIGKILL) -> None:
-    """In a child: be killed with `sig` when the parent dies (Linux); exit if it already has.
-
-    The parent may die between fork and the prctl call, so the parent pid is checked after.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    if os.getppid() != expected_parent:
-        os._exit(1)
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError as error:
-        return error.errno == errno.EPERM
-    # A zombie child still answers kill(0); it is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
+from jobs.workers import pid_alive
 
 
 def send_signal(pid: int, sig: int) -> bool:
@@ -46,22 +17,6 @@ def send_signal(pid: int, sig: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def this_host() -> str:
-    """The host name RQ records for workers started here (`socket.gethostname()`)."""
-    return socket.gethostname()
-
-
-def worker_alive(hostname: str | None, pid: int | None, host: str | None = None) -> bool:
-    """Whether a worker registered in Redis is running, as far as this host can tell.
-
-    A worker on this host is alive only if its PID is; one on another host cannot be
-    probed from here, so its Redis key (which expires with its heartbeat) is trusted.
-    """
-    if hostname != (host or this_host()):
-        return True
-    return pid is not None and pid_alive(pid)
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
-from rq.registry import StartedJobRegistry
 from rq.utils import utcparse
 
-from config import RECOVERED_MESSAGE, Settings
-from jobs import history
+from config import Settings
+from jobs import history, keys, messages
 from jobs.connection import SERIALIZER, reply_text
-from jobs.lifecycle import fail_started_job, is_deleted, remove_part_file, set_failure_reason
-from supervisor.processes import ProcessInfo, horse_pids, kill_and_wait, list_processes, pid_alive, this_host
+from jobs.failure import fail_started_job, set_failure_reason
+from jobs.paths import remove_part_file
+from jobs.tombstones import is_deleted
+from jobs.workers import pid_alive, this_host
+from supervisor.processes import ProcessInfo, horse_pids, kill_and_wait, list_processes
 
 log = logging.getLogger("dq.supervisor")
 
@@ -38,7 +40,6 @@ log = logging.getLogger("dq.supervisor")
 # with a TTL that shrinks to a few seconds once the job is past its timeout. A heartbeat only
 # counts as stale this long after its deadline, so a live remote worker never looks dead.
 STALE_HEARTBEAT_SLACK = 30.0
-WORKER_KEY_PREFIX = "rq:worker:"
 # A job in one of these (or gone) never writes to its `.part` again; a requeued one might.
 ENDED_STATUSES = frozenset({None, "finished", "failed", "stopped", "canceled"})
 
@@ -89,8 +90,6 @@ def overdue(job: StartedJob, *, now: float, margin: float) -> bool:
     return now - job.started_at > job.timeout + margin
 
 
-
-
 def _int(value: Any) -> int | None:
     text = reply_text(value)
     try:
@@ -128,8 +127,7 @@ def redis_time(connection: redis.Redis) -> float:
 
 def read_started(connection: redis.Redis, queue_name: str) -> list[StartedJob]:
     """The StartedJobRegistry with each job's worker record: O(started jobs), three round trips."""
-    registry = StartedJobRegistry(queue_name, connection=connection)
-    entries = cast(list[tuple[bytes, float]], connection.zrange(registry.key, 0, -1, withscores=True))
+    entries = cast(list[tuple[bytes, float]], connection.zrange(keys.started(queue_name), 0, -1, withscores=True))
     if not entries:
         return []
     parsed = []
@@ -138,8 +136,8 @@ def read_started(connection: redis.Redis, queue_name: str) -> list[StartedJob]:
         parsed.append((job_id, execution_id, float(score)))
     with connection.pipeline(transaction=False) as pipe:
         for job_id, execution_id, _score in parsed:
-            pipe.hget(f"rq:execution:{job_id}:{execution_id}", "worker_name")
-            pipe.hmget(f"rq:job:{job_id}", ["status", "started_at", "timeout", "worker_name", "meta"])
+            pipe.hget(keys.execution(job_id, execution_id), "worker_name")
+            pipe.hmget(keys.job(job_id), ["status", "started_at", "timeout", "worker_name", "meta"])
         replies = pipe.execute()
     names = set()
     details = []
@@ -153,7 +151,7 @@ def read_started(connection: redis.Redis, queue_name: str) -> list[StartedJob]:
     ordered = sorted(names)
     with connection.pipeline(transaction=False) as pipe:
         for name in ordered:
-            pipe.hmget(WORKER_KEY_PREFIX + name, ["hostname", "pid", "death", "birth"])
+            pipe.hmget(keys.worker(name), ["hostname", "pid", "death", "birth"])
         worker_replies = pipe.execute()
     workers: dict[str, WorkerRecord] = {}
     for name, (hostname, pid, death, birth) in zip(ordered, worker_replies, strict=True):
@@ -217,7 +215,7 @@ class Recovery:
                 # Ended or deleted already (its worker died after that): only the entry is left.
                 self._drop_leftover(job)
             elif fail_started_job(
-                self.connection, self.settings.queue_name, job.job_id, RECOVERED_MESSAGE, event=history.RECOVERED
+                self.connection, self.settings.queue_name, job.job_id, messages.RECOVERED, event=history.RECOVERED
             ):
                 recovered.append(job.job_id)
             if started or job.status in ENDED_STATUSES:
@@ -238,8 +236,7 @@ class Recovery:
         return False
 
     def _drop_leftover(self, job: StartedJob) -> None:
-        registry = StartedJobRegistry(self.settings.queue_name, connection=self.connection)
-        self.connection.zrem(registry.key, f"{job.job_id}:{job.execution_id}")
+        self.connection.zrem(keys.started(self.settings.queue_name), f"{job.job_id}:{job.execution_id}")
 
     def remove_part(self, job: StartedJob) -> None:
         removed = remove_part_file(self.settings.download_dir, job.final_path)
@@ -261,8 +258,9 @@ class Recovery:
         table = self.processes()
         pids = [pid for name, worker_pid in workers.items() for pid in horse_pids(name, worker_pid, table)]
         if pids:
-            log.warning("stopping %d running download(s): killing work horse(s) %s",
-                        len(pids), ", ".join(map(str, pids)))
+            log.warning(
+                "stopping %d running download(s): killing work horse(s) %s", len(pids), ", ".join(map(str, pids))
+            )
             self.kill(pids)
         return [job.job_id for job in interrupted]
 

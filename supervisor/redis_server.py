@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from supervisor.processes import set_parent_death_signal
+from jobs.workers import set_parent_death_signal
 
 
 class RedisStartError(RuntimeError):
@@ -98,8 +98,9 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RedisStartError(f"{self.binary} exited with {self.process.returncode}; see "
-                                      f"{self.directory / 'redis.log'}")
+                raise RedisStartError(
+                    f"{self.binary} exited with {self.process.returncode}; see {self.directory / 'redis.log'}"
+                )
             if self._answers():
                 return
             time.sleep(0.05)

@@ -10,18 +10,14 @@ import sys
 
 from config import Settings, SettingsError
 from jobs.connection import RedisUnavailable, connect
+from jobs.logs import configure_logging
+from jobs.workers import set_parent_death_signal
 from supervisor.cleanup import Cleanup
 from supervisor.loop import Supervisor
-from supervisor.processes import set_parent_death_signal
+from supervisor.pool import WorkerPool
 from supervisor.redis_server import RedisServer, RedisStartError
-from supervisor.workers import WorkerPool
 
 log = logging.getLogger("dq.supervisor")
-LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
-
-
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -42,8 +38,9 @@ def run_supervise(settings: Settings) -> int:
     settings.download_dir.mkdir(parents=True, exist_ok=True)
     pool = WorkerPool(settings, env=worker_env(settings))
     supervisor = Supervisor(settings, pool, Cleanup.create(connection, settings))
-    log.info("supervising %d workers on queue %r at %s", settings.workers, settings.queue_name,
-             settings.effective_redis_url)
+    log.info(
+        "supervising %d workers on queue %r at %s", settings.workers, settings.queue_name, settings.effective_redis_url
+    )
     return supervisor.run()
 
 

@@ -69,10 +69,25 @@ def drain(url: str, server: FaultServer, jobs: int, worker_class: str, workdir: 
     started = time.monotonic()
     processes = [
         subprocess.Popen(
-            [rq, "worker", "bench", "--burst", "--url", url, "--worker-class", worker_class,
-             "--serializer", SERIALIZER_PATH, "--name", f"bench-{worker_class}-{i}-{time.time_ns()}",
-             "--logging_level", "WARNING"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                rq,
+                "worker",
+                "bench",
+                "--burst",
+                "--url",
+                url,
+                "--worker-class",
+                worker_class,
+                "--serializer",
+                SERIALIZER_PATH,
+                "--name",
+                f"bench-{worker_class}-{i}-{time.time_ns()}",
+                "--logging_level",
+                "WARNING",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for i in range(WORKERS)
     ]
@@ -124,10 +139,14 @@ def main() -> None:
             print(f"queue drain: {args.jobs} tiny downloads, {WORKERS} workers")
             base_s, base_rss = drain(redis_server.url, server, args.jobs, "rq.worker.Worker", workdir / "a")
             ours_s, ours_rss = drain(redis_server.url, server, args.jobs, "jobs.worker.DownloadWorker", workdir / "b")
-            print(f"  rq Worker (baseline)     {base_s:7.2f} s  {args.jobs / base_s:7.1f} jobs/s  "
-                  f"worker RSS {base_rss / 1024:6.1f} MiB")
-            print(f"  jobs.worker.DownloadWorker {ours_s:5.2f} s  {args.jobs / ours_s:7.1f} jobs/s  "
-                  f"worker RSS {ours_rss / 1024:6.1f} MiB")
+            print(
+                f"  rq Worker (baseline)     {base_s:7.2f} s  {args.jobs / base_s:7.1f} jobs/s  "
+                f"worker RSS {base_rss / 1024:6.1f} MiB"
+            )
+            print(
+                f"  jobs.worker.DownloadWorker {ours_s:5.2f} s  {args.jobs / ours_s:7.1f} jobs/s  "
+                f"worker RSS {ours_rss / 1024:6.1f} MiB"
+            )
             print(f"  speed-up: {base_s / ours_s:.2f}x")
         finally:
             redis_server.stop()
@@ -135,8 +154,10 @@ def main() -> None:
         print(f"engine: one {args.megabytes} MiB download over loopback")
         figures = engine(server, args.megabytes, workdir)
         for name, (seconds, peak) in figures.items():
-            print(f"  {name:34s} {seconds:6.2f} s  {args.megabytes / seconds:8.1f} MiB/s  "
-                  f"peak Python memory {peak / 1024 / 1024:6.2f} MiB")
+            print(
+                f"  {name:34s} {seconds:6.2f} s  {args.megabytes / seconds:8.1f} MiB/s  "
+                f"peak Python memory {peak / 1024 / 1024:6.2f} MiB"
+            )
         (base_s, base_peak), (ours_s, ours_peak) = figures.values()
         print(f"  throughput ratio (ours/baseline): {base_s / ours_s:.2f}x; memory ratio: {ours_peak / base_peak:.2f}x")
 

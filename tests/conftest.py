@@ -1,38 +1,23 @@
-"""Shared fixtures: a real Redis server for the session, the fault-injecting HTTP server,
-and helpers that run `dq` commands and supervisors as real processes."""
+"""Fixtures and pytest hooks: a real Redis server for the session, the fault-injecting HTTP
+server, and `dq supervise` / `dq dashboard` started as real processes. Helpers live in helpers.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
+import requests
 
 from config import Settings
+from jobs.worker import DownloadWorker
 from supervisor.redis_server import RedisServer
 from tests.faultserver import FaultServer
-
-ROOT = Path(__file__).resolve().parent.parent
-DQ = str(Path(sys.executable).with_name("dq"))
-
-# Small settings so end-to-end tests run in seconds; production defaults are asserted
-# separately in test_settings.py.
-FAST_SETTINGS = {
-    "DQ_REQUEST_TIMEOUT": "1",
-    "DQ_JOB_TIMEOUT": "8",
-    "DQ_CLEANUP_INTERVAL": "0.5",
-    "DQ_SHUTDOWN_GRACE": "4",
-    "DQ_ALLOW_PRIVATE_NETWORKS": "1",
-}
+from tests.helpers import DQ, FAST_SETTINGS, ROOT, Dashboard, Service, live_workers, wait_until
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,11 +49,7 @@ def connection(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture
 def env(tmp_path: Path, redis_server: RedisServer, connection: redis.Redis) -> dict[str, str]:
     """The environment for commands and supervisors in one test: its own dirs, the test Redis."""
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("DQ_") and key != "REDIS_URL"
-    }
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DQ_") and key != "REDIS_URL"}
     environment.update(FAST_SETTINGS)
     environment["REDIS_URL"] = redis_server.url
     environment["DQ_DOWNLOAD_DIR"] = str(tmp_path / "downloads")
@@ -90,81 +71,45 @@ def fault_server() -> Iterator[FaultServer]:
     server.stop()
 
 
-def run_dq(
-    args: list[str], env: Mapping[str, str], *, input: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DQ, *args], env=dict(env), input=input, capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
+def stop_process(process: subprocess.Popen[str], timeout: float, kill: Callable[[], None] | None = None) -> None:
+    """SIGTERM, then `kill` (default: SIGKILL of the process) if it is still there after `timeout`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        if kill is not None:
+            kill()
+        else:
+            process.kill()
+            process.wait(10)
 
 
-def enqueue(env: Mapping[str, str], *args: str) -> list[str]:
-    """`dq enqueue ARGS`; the ids it printed (for an album: the album id first)."""
-    result = run_dq(["enqueue", *args], env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.split()
+@pytest.fixture
+def burst_worker(
+    env: dict[str, str], settings: Settings, connection: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[], DownloadWorker]:
+    """Run our worker class in this process until the queue is empty: `work(burst=True)`.
 
+    Its horses still fork (the job timeout, the parent-death signal and the failure path
+    are RQ's real ones); the job code reads the test's settings from the environment.
+    """
+    for key, value in env.items():
+        if key.startswith("DQ_") or key == "REDIS_URL":
+            monkeypatch.setenv(key, value)
 
-def listed(env: Mapping[str, str], *args: str) -> dict[str, dict[str, Any]]:
-    """`dq jobs --json ARGS`, by id."""
-    result = run_dq(["jobs", "--json", *args], env)
-    assert result.returncode == 0, result.stderr
-    return {view["id"]: view for view in json.loads(result.stdout)}
-
-
-def album_when_ended(env: Mapping[str, str], album_id: str, timeout: float) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    def ended() -> bool:
-        seen.update(listed(env).get(album_id, {}))
-        return seen.get("state") in ("completed", "failed", "partial")
-
-    assert wait_until(ended, timeout, interval=0.3), seen
-    return seen
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
-@dataclass
-class Service:
-    """A `dq supervise` (or `dq up`) process started by a test."""
-
-    process: subprocess.Popen[str]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def terminate(self, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-    def kill_group(self) -> None:
-        """SIGKILL the whole process group (the supervisor and anything left in it)."""
+    def run() -> DownloadWorker:
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        worker = DownloadWorker([settings.queue_name], connection=connection)
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(10)
+            worker.work(burst=True, logging_level="WARNING")
+        finally:
+            for sig, handler in handlers.items():  # RQ installs its own in work()
+                signal.signal(sig, handler)
+        return worker
 
-
-def live_workers(connection: redis.Redis, env: Mapping[str, str]) -> int:
-    """Workers really running (a killed worker's key lingers in Redis for minutes)."""
-    from jobs.queue import live_workers as running
-
-    return len(running(connection, Settings.from_env(env)))
+    return run
 
 
 @pytest.fixture
@@ -173,14 +118,21 @@ def start_service(tmp_path: Path, connection: redis.Redis) -> Iterator[Callable[
     started: list[Service] = []
 
     def start(
-        env: Mapping[str, str], command: str = "supervise", wait_workers: int | None = None,
+        env: Mapping[str, str],
+        command: str = "supervise",
+        wait_workers: int | None = None,
         log_name: str | None = None,
     ) -> Service:
         log_path = tmp_path / (log_name or f"{command}-{len(started)}.log")
         log_file = open(log_path, "w")  # noqa: SIM115 (closed with the process)
         process = subprocess.Popen(
-            [DQ, command], env=dict(env), stdout=log_file, stderr=subprocess.STDOUT, text=True,
-            cwd=ROOT, start_new_session=True,
+            [DQ, command],
+            env=dict(env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
         )
         service = Service(process, log_path)
         started.append(service)
@@ -192,10 +144,41 @@ def start_service(tmp_path: Path, connection: redis.Redis) -> Iterator[Callable[
 
     yield start
     for service in started:
-        if service.process.poll() is None:
-            service.process.send_signal(signal.SIGTERM)
-            try:
-                service.process.wait(15)
-            except subprocess.TimeoutExpired:
-                service.kill_group()
         # Workers run in their own sessions and die with the supervisor (parent-death signal).
+        stop_process(service.process, 15, service.kill_group)
+
+
+@pytest.fixture
+def start_dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
+    """Start `dq dashboard` with this env; returns once it answers HTTP. Stopped after the test."""
+    started: list[Dashboard] = []
+
+    def start(env: Mapping[str, str], connect_host: str = "127.0.0.1") -> Dashboard:
+        log_path = tmp_path / f"dashboard-{len(started)}.log"
+        log_file = open(log_path, "w")  # noqa: SIM115 (closed with the process)
+        process = subprocess.Popen(
+            [DQ, "dashboard"],
+            env=dict(env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        dashboard = Dashboard(process, f"http://{connect_host}:{env['DQ_DASHBOARD_PORT']}/", log_path)
+        started.append(dashboard)
+
+        def answers() -> bool:
+            assert process.poll() is None, f"dq dashboard exited {process.returncode}:\n{dashboard.log()}"
+            try:
+                requests.get(dashboard.url("static/favicon.ico"), timeout=2)
+            except requests.ConnectionError:
+                return False
+            return True
+
+        assert wait_until(answers, timeout=30, interval=0.2), f"dashboard never answered:\n{dashboard.log()}"
+        return dashboard
+
+    yield start
+    for dashboard in started:
+        stop_process(dashboard.process, 10)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import run_dq
 from tests.faultserver import FaultServer
+from tests.helpers import run_dq
 
 
 def keys(connection: redis.Redis) -> list[bytes]:
@@ -24,8 +24,19 @@ def test_enqueue_prints_one_id_per_line(env: dict[str, str], connection: redis.R
     listed = json.loads(run_dq(["jobs", "--json"], env).stdout)
     assert [job["id"] for job in listed] == ids
     first = listed[0]
-    for field in ("id", "kind", "state", "url", "dest", "error", "progress", "album_id", "enqueued_at",
-                  "started_at", "ended_at"):
+    for field in (
+        "id",
+        "kind",
+        "state",
+        "url",
+        "dest",
+        "error",
+        "progress",
+        "album_id",
+        "enqueued_at",
+        "started_at",
+        "ended_at",
+    ):
         assert field in first
     assert first["kind"] == "track" and first["state"] == "queued" and first["dest"] == "A/B"
     assert first["url"] == "https://example.org/a.flac" and first["error"] is None
@@ -49,8 +60,10 @@ def test_enqueue_json(env: dict[str, str]) -> None:
         (["enqueue", "https://example.org/a.flac", "--dest", "../outside"], "escapes the download dir"),
         (["enqueue", "https://example.org/a.flac", "--dest", "/etc"], "relative to the download dir"),
         (["enqueue", "https://example.org/a.flac", "--name", "../x.flac"], "plain file name"),
-        (["enqueue", "https://example.org/a.flac", "https://example.org/b.flac", "--name", "x.flac"],
-         "exactly one URL"),
+        (
+            ["enqueue", "https://example.org/a.flac", "https://example.org/b.flac", "--name", "x.flac"],
+            "exactly one URL",
+        ),
         (["enqueue"], "no URL given"),
     ],
 )

@@ -11,7 +11,6 @@ Screenshots go to test-artifacts/ on every run. To refresh the README's committe
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -24,22 +23,23 @@ from playwright import sync_api
 from rq.job import Job, JobStatus
 
 from config import Settings
-from tests import test_dashboard_http
-from tests.conftest import ROOT, Service, run_dq, wait_until
+from jobs import messages
 from tests.faultserver import FaultServer
-from tests.test_dashboard_http import (
+from tests.helpers import (
     PASSWORD,
+    ROOT,
     SLOW_PATH,
     USER,
     Dashboard,
+    Service,
     dashboard_env,
-    enqueue,
+    dq_stats,
+    enqueue_track,
+    listed,
     long_env,
     wait_status,
+    wait_until,
 )
-
-# The same `dq dashboard` process fixture as the HTTP tests.
-start_dashboard = test_dashboard_http.start_dashboard
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -56,7 +56,6 @@ README_SCREENSHOT = ROOT / "tests" / "screenshots" / "dashboard.png"
 BROWSER_TIMEOUT_MS = 60_000
 # The pages poll every 2.5 s; allow many rounds before calling a mismatch final.
 SETTLE_SECONDS = 45
-
 
 
 @pytest.fixture(autouse=True)
@@ -95,19 +94,6 @@ def eventually(read: Callable[[], Any], expected: Any, timeout: float = SETTLE_S
 
     wait_until(matches, timeout=timeout, interval=0.5)
     return last[0]
-
-
-def stats_json(env: dict[str, str]) -> dict[str, Any]:
-    result = run_dq(["stats", "--json"], env)
-    assert result.returncode == 0, result.stderr
-    figures: dict[str, Any] = json.loads(result.stdout)
-    return figures
-
-
-def jobs_json(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    result = run_dq(["jobs", "--json"], env)
-    assert result.returncode == 0, result.stderr
-    return {view["id"]: view for view in json.loads(result.stdout)}
 
 
 def save_screenshot(page: Any, name: str) -> Path:
@@ -149,25 +135,31 @@ def test_dashboard_in_a_real_browser(
     start_service(environment)
     dashboard = start_dashboard(dashboard_env(environment, auth=True))
 
-    finished = enqueue(connection, settings, fault_server.url("/bytes/200000/blue-in-green.flac"))
-    not_found = enqueue(connection, settings, fault_server.url("/status/404/missing.flac"))
-    hung = enqueue(connection, settings, fault_server.url("/hang/silent.flac"))
+    finished = enqueue_track(connection, settings, fault_server.url("/bytes/200000/blue-in-green.flac"))
+    not_found = enqueue_track(connection, settings, fault_server.url("/status/404/missing.flac"))
+    hung = enqueue_track(connection, settings, fault_server.url("/hang/silent.flac"))
     wait_status(connection, finished, JobStatus.FINISHED)
     wait_status(connection, not_found, JobStatus.FAILED)
     wait_status(connection, hung, JobStatus.FAILED)
-    running = enqueue(connection, settings, fault_server.url(SLOW_PATH.format(name="so-what")))
+    running = enqueue_track(connection, settings, fault_server.url(SLOW_PATH.format(name="so-what")))
     assert fault_server.wait_until(lambda s: s.active == 1, timeout=30), "the download never started"
-    views = jobs_json(environment)
+    views = listed(environment)
     assert views[not_found]["error"] == "HTTP 404 Not Found"
-    assert views[hung]["error"] == settings.timeout_message
+    assert views[hung]["error"] == messages.download_timeout(settings.request_timeout)
 
     # Queues page: `downloads` with the same figures as `dq stats --json`.
     page.goto(dashboard.url(""))
     page.wait_for_selector("table#queues tr[data-role=queue]")
-    figures = stats_json(environment)["queue"]
+    figures = dq_stats(environment)["queue"]
     expected_row = [
-        "downloads", str(figures["queued"]), "0", "0", str(figures["processing"]),
-        str(figures["completed"]), str(figures["failed"]), "0",
+        "downloads",
+        str(figures["queued"]),
+        "0",
+        "0",
+        str(figures["processing"]),
+        str(figures["completed"]),
+        str(figures["failed"]),
+        "0",
     ]
     assert expected_row[1:] == ["0", "0", "0", "1", "1", "2", "0"]
 
@@ -216,7 +208,9 @@ def test_dashboard_in_a_real_browser(
     # A job page renders our job (their 0.9.0 template, our JSON).
     page.goto(dashboard.url(f"0/view/job/{hung}"))
     page.wait_for_selector("#job-data pre.exc_info")
-    assert page.locator("#job-data pre.exc_info").inner_text().splitlines()[0] == settings.timeout_message
+    assert page.locator("#job-data pre.exc_info").inner_text().splitlines()[0] == messages.download_timeout(
+        settings.request_timeout
+    )
     assert "failed" in page.locator("#job-data").inner_text()
 
     # The picture for the README: the workers page while the download runs.

@@ -6,12 +6,8 @@ Each test here fails against rq-dashboard 0.9.0's blueprint served as installed 
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,86 +19,29 @@ from rq.queue import Queue
 
 from config import Settings
 from jobs.connection import SERIALIZER
-from jobs.queue import TRACK_FUNC, TrackRequest, enqueue_tracks, stats
-from tests.conftest import DQ, ROOT, Service, run_dq, wait_until
+from jobs.enqueue import TRACK_FUNC
+from jobs.stats import stats
 from tests.faultserver import FaultServer
+from tests.helpers import (
+    PASSWORD,
+    SLOW_PATH,
+    USER,
+    Dashboard,
+    Service,
+    dashboard_env,
+    enqueue_track,
+    listed,
+    long_env,
+    run_dq,
+    status_of,
+    wait_status,
+)
 
-USER, PASSWORD = "listener", "s3cret-ü"
 # requests would send str credentials as Latin-1; browsers send UTF-8 (as our realm asks).
 CREDENTIALS = (USER.encode(), PASSWORD.encode())
 Credentials = tuple[str | bytes, str | bytes]
 # HTTP timeout for each request to the dashboard: the two CPU cores are shared.
 HTTP_TIMEOUT = 20
-# A download that stays busy for a while without tripping the low-speed abort (1 KiB/s):
-# ~20 KB/s for 60 s. Tests that use it raise DQ_JOB_TIMEOUT above that.
-SLOW_PATH = "/slow/1200000/{name}.flac?seconds=60"
-LONG_JOB_TIMEOUT = "120"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Dashboard:
-    process: subprocess.Popen[str]
-    base_url: str
-    log_path: Path
-
-    def url(self, path: str) -> str:
-        return self.base_url + path.lstrip("/")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-def dashboard_env(env: Mapping[str, str], *, auth: bool = False, **extra: str) -> dict[str, str]:
-    environment = dict(env)
-    environment["DQ_DASHBOARD_PORT"] = str(free_port())
-    if auth:
-        environment["DQ_DASHBOARD_USERNAME"] = USER
-        environment["DQ_DASHBOARD_PASSWORD"] = PASSWORD
-    environment.update(extra)
-    return environment
-
-
-@pytest.fixture
-def start_dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
-    """Start `dq dashboard` with this env; returns once it answers HTTP. Stopped after the test."""
-    started: list[Dashboard] = []
-
-    def start(env: Mapping[str, str], connect_host: str = "127.0.0.1") -> Dashboard:
-        log_path = tmp_path / f"dashboard-{len(started)}.log"
-        log_file = open(log_path, "w")  # noqa: SIM115 (closed with the process)
-        process = subprocess.Popen(
-            [DQ, "dashboard"], env=dict(env), stdout=log_file, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-            start_new_session=True,
-        )
-        dashboard = Dashboard(process, f"http://{connect_host}:{env['DQ_DASHBOARD_PORT']}/", log_path)
-        started.append(dashboard)
-
-        def answers() -> bool:
-            assert process.poll() is None, f"dq dashboard exited {process.returncode}:\n{dashboard.log()}"
-            try:
-                requests.get(dashboard.url("static/favicon.ico"), timeout=2)
-            except requests.ConnectionError:
-                return False
-            return True
-
-        assert wait_until(answers, timeout=30, interval=0.2), f"dashboard never answered:\n{dashboard.log()}"
-        return dashboard
-
-    yield start
-    for dashboard in started:
-        if dashboard.process.poll() is None:
-            dashboard.process.send_signal(signal.SIGTERM)
-            try:
-                dashboard.process.wait(10)
-            except subprocess.TimeoutExpired:
-                dashboard.process.kill()
-                dashboard.process.wait(10)
 
 
 def get(dashboard: Dashboard, path: str, auth: Credentials | None = None) -> requests.Response:
@@ -111,27 +50,6 @@ def get(dashboard: Dashboard, path: str, auth: Credentials | None = None) -> req
 
 def post(dashboard: Dashboard, path: str, auth: Credentials | None = None, **kwargs: Any) -> requests.Response:
     return requests.post(dashboard.url(path), auth=auth, timeout=HTTP_TIMEOUT, allow_redirects=False, **kwargs)
-
-
-def enqueue(connection: redis.Redis, settings: Settings, url: str) -> str:
-    [job] = enqueue_tracks(connection, settings, [TrackRequest(url)])
-    return job.id
-
-
-def status_of(connection: redis.Redis, job_id: str) -> JobStatus | None:
-    if not Job.exists(job_id, connection=connection):
-        return None
-    return Job.fetch(job_id, connection=connection, serializer=SERIALIZER).get_status()
-
-
-def wait_status(connection: redis.Redis, job_id: str, wanted: JobStatus, timeout: float = 30) -> None:
-    ok = wait_until(lambda: status_of(connection, job_id) == wanted, timeout=timeout, interval=0.1)
-    assert ok, f"job {job_id} is {status_of(connection, job_id)}, not {wanted}"
-
-
-def long_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The test env with a job timeout long enough for SLOW_PATH downloads."""
-    return {**env, "DQ_JOB_TIMEOUT": LONG_JOB_TIMEOUT}
 
 
 # --- start-up checks ----------------------------------------------------------------------------
@@ -184,10 +102,13 @@ def test_every_endpoint_needs_credentials(
     env: dict[str, str], settings: Settings, connection: redis.Redis, start_dashboard: Callable[..., Dashboard]
 ) -> None:
     # No workers: the job stays queued, so every request sees the same state.
-    job_id = enqueue(connection, settings, "http://127.0.0.1:9/nothing.flac")
+    job_id = enqueue_track(connection, settings, "http://127.0.0.1:9/nothing.flac")
     dashboard = start_dashboard(dashboard_env(env, auth=True))
     wrong: list[Credentials] = [
-        (USER, "wrong"), ("someone", PASSWORD.encode()), (USER, (PASSWORD + "x").encode()), ("", ""),
+        (USER, "wrong"),
+        ("someone", PASSWORD.encode()),
+        (USER, (PASSWORD + "x").encode()),
+        ("", ""),
     ]
 
     for template in GET_ENDPOINTS:
@@ -253,7 +174,7 @@ def test_workers_json_while_a_worker_is_busy(
     environment = long_env(env)
     start_service(environment)
     dashboard = start_dashboard(dashboard_env(environment))
-    job_id = enqueue(connection, settings, fault_server.url(SLOW_PATH.format(name="busy")))
+    job_id = enqueue_track(connection, settings, fault_server.url(SLOW_PATH.format(name="busy")))
     assert fault_server.wait_until(lambda s: s.active == 1, timeout=30), "the download never started"
 
     response = get(dashboard, "0/data/workers.json")
@@ -282,21 +203,31 @@ def test_job_page_for_jobs_in_every_state(
     environment = long_env(env)
     start_service(environment)
     dashboard = start_dashboard(dashboard_env(environment))
-    finished = enqueue(connection, settings, fault_server.url("/bytes/2000/done.flac"))
-    failed = enqueue(connection, settings, fault_server.url("/status/404"))
+    finished = enqueue_track(connection, settings, fault_server.url("/bytes/2000/done.flac"))
+    failed = enqueue_track(connection, settings, fault_server.url("/status/404"))
     wait_status(connection, finished, JobStatus.FINISHED)
     wait_status(connection, failed, JobStatus.FAILED)
     # Four slow downloads fill the four workers; the fifth job waits in the queue.
-    started = [enqueue(connection, settings, fault_server.url(SLOW_PATH.format(name=f"s{i}"))) for i in range(4)]
+    started = [enqueue_track(connection, settings, fault_server.url(SLOW_PATH.format(name=f"s{i}"))) for i in range(4)]
     assert fault_server.wait_until(lambda s: s.active == 4, timeout=30), "four downloads never ran"
-    queued = enqueue(connection, settings, fault_server.url("/bytes/2000/later.flac"))
+    queued = enqueue_track(connection, settings, fault_server.url("/bytes/2000/later.flac"))
     # A job with a dependency (0.9.0 called .decode() on RQ 3.0's str dependency ids: 500).
-    dependent = Queue(settings.queue_name, connection=connection, serializer=SERIALIZER).enqueue(
-        TRACK_FUNC, kwargs={"url": fault_server.url("/bytes/10/dep.flac"), "dest": ""}, depends_on=started[0],
-    ).id
+    dependent = (
+        Queue(settings.queue_name, connection=connection, serializer=SERIALIZER)
+        .enqueue(
+            TRACK_FUNC,
+            kwargs={"url": fault_server.url("/bytes/10/dep.flac"), "dest": ""},
+            depends_on=started[0],
+        )
+        .id
+    )
 
     expected = {
-        finished: "finished", failed: "failed", started[0]: "started", queued: "queued", dependent: "deferred",
+        finished: "finished",
+        failed: "failed",
+        started[0]: "started",
+        queued: "queued",
+        dependent: "deferred",
     }
     for job_id, status in expected.items():
         page = get(dashboard, f"0/view/job/{job_id}")
@@ -317,8 +248,10 @@ def test_job_page_for_jobs_in_every_state(
 
     # Album tracks and playlist jobs too: every job in Redis gets a working page.
     fault_server.add_file("mix.m3u", b"#EXTM3U\n/bytes/10/one.flac\n")
-    for args in (["--album", "Kind of Blue", fault_server.url("/bytes/10/two.flac")],
-                 ["--playlist", fault_server.url("/files/mix.m3u")]):
+    for args in (
+        ["--album", "Kind of Blue", fault_server.url("/bytes/10/two.flac")],
+        ["--playlist", fault_server.url("/files/mix.m3u")],
+    ):
         result = run_dq(["enqueue", *args], environment)
         assert result.returncode == 0, result.stderr
     every_job = {
@@ -341,7 +274,7 @@ def test_requeue_all_needs_post(
 ) -> None:
     start_service(env)
     dashboard = start_dashboard(dashboard_env(env))
-    failed = enqueue(connection, settings, fault_server.url("/status/404"))
+    failed = enqueue_track(connection, settings, fault_server.url("/status/404"))
     wait_status(connection, failed, JobStatus.FAILED)
     requests_before = len(fault_server.requests)
 
@@ -373,7 +306,7 @@ def test_delete_stops_a_running_download(
     environment = long_env(env)
     start_service(environment)
     dashboard = start_dashboard(dashboard_env(environment))
-    job_id = enqueue(connection, settings, fault_server.url(SLOW_PATH.format(name="doomed")))
+    job_id = enqueue_track(connection, settings, fault_server.url(SLOW_PATH.format(name="doomed")))
     assert fault_server.wait_until(lambda s: s.active == 1, timeout=30), "the download never started"
     assert status_of(connection, job_id) == JobStatus.STARTED
 
@@ -391,14 +324,5 @@ def test_delete_stops_a_running_download(
     # ... and it stays gone: nothing the dying download wrote brought it back.
     time.sleep(2 * settings.cleanup_interval + 1)
     assert not Job.exists(job_id, connection=connection)
-    assert job_id not in {view["id"] for view in _listed(environment)}
+    assert job_id not in listed(environment)
     assert not list(settings.download_dir.rglob("*doomed*"))
-
-
-def _listed(env: Mapping[str, str]) -> list[dict[str, Any]]:
-    import json
-
-    result = run_dq(["jobs", "--json"], env)
-    assert result.returncode == 0, result.stderr
-    views: list[dict[str, Any]] = json.loads(result.stdout)
-    return views

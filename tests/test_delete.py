@@ -11,58 +11,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import Service, enqueue, listed, run_dq, wait_until
 from tests.faultserver import FaultServer
-
-# How long tests keep watching a deleted job for anything of it to come back: longer than a
-# progress interval, a worker's monitoring loop tick and a cleanup interval together.
-NEVER_BACK_SECONDS = 4.0
-
-
-
-
-
-
-def job_state(connection: redis.Redis, job_id: str) -> str | None:
-    status = connection.hget(f"rq:job:{job_id}", "status")
-    return status.decode() if status else None
+from tests.helpers import Service, assert_never_back, enqueue, listed, run_dq, status_of, traces, wait_until
 
 
 def meta_path(connection: redis.Redis, job_id: str) -> str | None:
     raw = connection.hget(f"rq:job:{job_id}", "meta")
     return json.loads(raw).get("path") if raw else None
-
-
-def traces(connection: redis.Redis, item_id: str) -> list[str]:
-    """Every place in Redis that still names `item_id`, but the deliberate ones.
-
-    Key names (what `redis-cli --scan --pattern '*<id>*'` finds) and members of RQ's lists,
-    sets and sorted sets (queues, registries, worker indexes). The event history stream
-    (`dq:events`) and the tombstone set (`dq:deleted`) keep the id on purpose.
-    """
-    found = [key.decode() for key in connection.scan_iter(match=f"*{item_id}*")]
-    for raw_key in connection.scan_iter(match="rq:*"):
-        key = raw_key.decode()
-        kind = connection.type(raw_key).decode()
-        if kind == "list":
-            members = connection.lrange(raw_key, 0, -1)
-        elif kind == "set":
-            members = list(connection.smembers(raw_key))
-        elif kind == "zset":
-            members = connection.zrange(raw_key, 0, -1)
-        else:
-            continue
-        if any(item_id in member.decode() for member in members):
-            found.append(f"{key} (member)")
-    return found
-
-
-def assert_never_back(connection: redis.Redis, env: dict[str, str], job_id: str) -> None:
-    deadline = time.monotonic() + NEVER_BACK_SECONDS
-    while time.monotonic() < deadline:
-        assert traces(connection, job_id) == []
-        time.sleep(0.2)
-    assert job_id not in listed(env)
 
 
 def delete(env: dict[str, str], *ids: str) -> tuple[list[str], int, float]:
@@ -78,7 +33,7 @@ def test_checklist_4_delete_the_first_of_three(
     """Submit 3 jobs, delete the first: the list no longer shows it, nothing of it is left in Redis."""
     start_service(env)
     ids = [enqueue(env, fault_server.url(f"/slow/400000/track{n}.flac?seconds=4"))[0] for n in (1, 2, 3)]
-    assert wait_until(lambda: all(job_state(connection, i) is not None for i in ids), 10)
+    assert wait_until(lambda: all(status_of(connection, i) is not None for i in ids), 10)
     first = ids[0]
     lines, code, _ = delete(env, first)
     assert code == 0
@@ -151,7 +106,7 @@ def test_delete_a_completed_job_keeps_its_file(
 ) -> None:
     start_service(env)
     [job_id] = enqueue(env, fault_server.url("/bytes/5000/done.flac"))
-    assert wait_until(lambda: job_state(connection, job_id) == "finished", 20)
+    assert wait_until(lambda: status_of(connection, job_id) == "finished", 20)
     lines, code, elapsed = delete(env, job_id)
     assert (lines, code) == ([f"{job_id} deleted"], 0)
     assert elapsed < 5
@@ -166,7 +121,7 @@ def test_delete_a_failed_job(
 ) -> None:
     start_service(env)
     [job_id] = enqueue(env, fault_server.url("/status/404/missing.flac"))
-    assert wait_until(lambda: job_state(connection, job_id) == "failed", 20)
+    assert wait_until(lambda: status_of(connection, job_id) == "failed", 20)
     assert delete(env, job_id)[:2] == ([f"{job_id} deleted"], 0)
     assert traces(connection, job_id) == []
 
@@ -183,11 +138,11 @@ def test_delete_a_queued_job_it_is_never_downloaded(
     start_service(env)
     [busy] = enqueue(env, fault_server.url("/slow/100000/first.flac?seconds=3"))
     [waiting] = enqueue(env, fault_server.url("/bytes/1000/second.flac"))
-    assert wait_until(lambda: job_state(connection, busy) == "started", 15)
-    assert job_state(connection, waiting) == "queued"
+    assert wait_until(lambda: status_of(connection, busy) == "started", 15)
+    assert status_of(connection, waiting) == "queued"
     assert delete(env, waiting)[:2] == ([f"{waiting} deleted"], 0)
     assert traces(connection, waiting) == []
-    assert wait_until(lambda: job_state(connection, busy) == "finished", 20)
+    assert wait_until(lambda: status_of(connection, busy) == "finished", 20)
     time.sleep(1.5)  # the worker is free now: it must not find the deleted job
     assert "/bytes/1000/second.flac" not in fault_server.requests
     assert not (tmp_path / "downloads" / "second.flac").exists()

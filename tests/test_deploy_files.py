@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 import shlex
@@ -17,61 +16,27 @@ import pytest
 import redis
 
 from config import Settings
-from supervisor.processes import pid_alive
-from tests.conftest import ROOT, wait_until
+from jobs.workers import pid_alive
+from tests.helpers import (
+    CHECKOUT_PREFIX,
+    CONFIG_DIR,
+    DOWNLOADS_PREFIX,
+    PROGRAMS,
+    ROOT,
+    STATE_PREFIX,
+    SUPERVISORD_CONF,
+    parse_environment,
+    supervisord_parser,
+    wait_until,
+)
 
-CONFIG_DIR = ROOT / "config"
-SUPERVISORD_CONF = CONFIG_DIR / "supervisord.conf"
-UNITS = {
-    name: CONFIG_DIR / f"download-queue-{name}.service" for name in ("supervisor", "dashboard", "redis")
-}
+UNITS = {name: CONFIG_DIR / f"download-queue-{name}.service" for name in ("supervisor", "dashboard", "redis")}
 PROCFILE = CONFIG_DIR / "Procfile"
 DEFAULT_GRACE = Settings().shutdown_grace  # 300
-
-# The three path prefixes supervisord.conf is written with (see its header).
-STATE_PREFIX = "%(here)s/../var"
-DOWNLOADS_PREFIX = "%(here)s/../downloads"
-CHECKOUT_PREFIX = "%(here)s/.."
 SHELLS = {"sh", "bash", "dash", "zsh", "env"}
 
-PROGRAMS = {
-    "redis": "program:download-queue-redis",
-    "supervisor": "program:download-queue-supervisor",
-    "dashboard": "program:download-queue-dashboard",
-}
 
-
-# --- helpers shared with test_deploy_supervisord.py ------------------------------------------
-def supervisord_parser(text: str | None = None) -> configparser.RawConfigParser:
-    """Parse like supervisord does: `;`/`#` inline comments, no interpolation, lenient."""
-    parser = configparser.RawConfigParser(inline_comment_prefixes=(";", "#"), strict=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(text if text is not None else SUPERVISORD_CONF.read_text())
-    return parser
-
-
-ENV_ENTRY = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)="([^"]*)"\s*(?:,|$)')
-
-
-def parse_environment(value: str) -> dict[str, str]:
-    """supervisord's `KEY="value",...` list; every value in our file is quoted, so this is exact."""
-    entries: dict[str, str] = {}
-    position = 0
-    text = value.strip()
-    while position < len(text):
-        match = ENV_ENTRY.match(text, position)
-        assert match, f"unparsable environment entry at {text[position:]!r}"
-        entries[match.group(1)] = match.group(2)
-        position = match.end()
-    return entries
-
-
-def format_environment(entries: dict[str, str]) -> str:
-    for value in entries.values():
-        assert '"' not in value and "%" not in value, value
-    return ",".join(f'{key}="{value}"' for key, value in entries.items())
-
-
+# --- helpers ---------------------------------------------------------------------------------
 def truthy(value: str) -> bool:
     return value.strip().lower() in ("true", "yes", "on", "1")
 
@@ -159,9 +124,7 @@ def test_supervisord_conf_environment_is_every_entry_quoted() -> None:
 
 
 def test_supervisord_conf_has_a_comment_on_every_setting() -> None:
-    uncovered = setting_lines_without_comment(
-        SUPERVISORD_CONF, re.compile(r"([A-Za-z_.]+)\s*="), exempt=set()
-    )
+    uncovered = setting_lines_without_comment(SUPERVISORD_CONF, re.compile(r"([A-Za-z_.]+)\s*="), exempt=set())
     assert uncovered == []
 
 
@@ -235,9 +198,7 @@ def test_units_are_ordered_after_a_local_redis() -> None:
 
 @pytest.mark.parametrize("name", sorted(UNITS))
 def test_unit_has_a_comment_on_every_setting(name: str) -> None:
-    uncovered = setting_lines_without_comment(
-        UNITS[name], re.compile(r"([A-Za-z]+)="), exempt={"Description"}
-    )
+    uncovered = setting_lines_without_comment(UNITS[name], re.compile(r"([A-Za-z]+)="), exempt={"Description"})
     assert uncovered == []
 
 
@@ -294,7 +255,10 @@ def procfile_processes() -> Iterator[Callable[[str, dict[str, str]], subprocess.
     def start(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
         # As honcho and foreman run a line: /bin/sh -c, from the checkout, in its own group.
         process = subprocess.Popen(
-            ["/bin/sh", "-c", procfile_entries()[name]], cwd=ROOT, env=env, start_new_session=True,
+            ["/bin/sh", "-c", procfile_entries()[name]],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
             stdin=subprocess.DEVNULL,
         )
         started.append(process)
@@ -313,7 +277,8 @@ def procfile_processes() -> Iterator[Callable[[str, dict[str, str]], subprocess.
 
 @pytest.mark.timeout(90)
 def test_procfile_lines_run_under_sh_and_wait_for_their_redis(
-    env: dict[str, str], tmp_path: Path,
+    env: dict[str, str],
+    tmp_path: Path,
     procfile_processes: Callable[[str, dict[str, str]], subprocess.Popen[bytes]],
 ) -> None:
     """The redis line serves the socket the others default to; the supervisor line, started

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,20 +22,24 @@ import pytest
 import redis
 from rq.worker import BaseWorker, Worker
 
-from config import RECOVERED_MESSAGE
-from jobs.queue import fetch_jobs, job_view
-from supervisor.processes import pid_alive
-from tests.conftest import ROOT, run_dq, wait_until
+from jobs import messages
+from jobs.views import fetch_jobs, job_view
+from jobs.workers import pid_alive
 from tests.faultserver import FaultServer, pattern_bytes
-from tests.test_deploy_files import (
+from tests.helpers import (
     CHECKOUT_PREFIX,
     DOWNLOADS_PREFIX,
     PROGRAMS,
+    ROOT,
     STATE_PREFIX,
     SUPERVISORD_CONF,
+    enqueue,
     format_environment,
+    free_port,
+    log_text,
     parse_environment,
     supervisord_parser,
+    wait_until,
 )
 
 SUPERVISORD = "/usr/bin/supervisord"
@@ -47,15 +50,14 @@ DASHBOARD = "download-queue-dashboard"
 LEAKY = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV", "PYTHONUSERBASE")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def deployed_config(
-    directory: Path, state_dir: Path, download_dir: Path, settings: Mapping[str, str], *,
-    stopwaitsecs: int | None = None, keep_redis: bool = False,
+    directory: Path,
+    state_dir: Path,
+    download_dir: Path,
+    settings: Mapping[str, str],
+    *,
+    stopwaitsecs: int | None = None,
+    keep_redis: bool = False,
 ) -> Path:
     """The shipped file with its path prefixes replaced and `settings` merged into its environment."""
     text = SUPERVISORD_CONF.read_text()
@@ -88,8 +90,12 @@ class Supervisord:
 
     def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [SUPERVISORCTL, "-c", str(self.config), *args], env=self.env, capture_output=True, text=True,
-            timeout=timeout, cwd=self.config.parent,
+            [SUPERVISORCTL, "-c", str(self.config), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.config.parent,
         )
 
     def pid(self, program: str | None = None) -> int:
@@ -101,12 +107,10 @@ class Supervisord:
         return pid
 
     def log(self) -> str:
-        path = self.state_dir / "log" / "supervisord.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return log_text(self.state_dir / "log" / "supervisord.log")
 
     def program_log(self, program: str) -> str:
-        path = self.state_dir / "log" / f"{program}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return log_text(self.state_dir / "log" / f"{program}.log")
 
 
 @pytest.fixture
@@ -121,13 +125,19 @@ def start_supervisord(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[
     def start(config: Path, state_dir: Path) -> Supervisord:
         with open(config.parent / "supervisord.out", "wb") as output:  # the child keeps its own copy
             process = subprocess.Popen(
-                [SUPERVISORD, "-n", "-c", str(config)], env=clean_env, cwd=config.parent,
-                stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [SUPERVISORD, "-n", "-c", str(config)],
+                env=clean_env,
+                cwd=config.parent,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         daemon = Supervisord(process, config, clean_env, state_dir)
         started.append(daemon)
-        ready = wait_until(lambda: process.poll() is not None or daemon.ctl("pid").returncode == 0, timeout=30,
-                           interval=0.2)
+        ready = wait_until(
+            lambda: process.poll() is not None or daemon.ctl("pid").returncode == 0, timeout=30, interval=0.2
+        )
         assert ready and process.poll() is None, (config.parent / "supervisord.out").read_text(errors="replace")
         return daemon
 
@@ -167,25 +177,19 @@ def parent_of(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def job_state(connection: redis.Redis, job_id: str) -> dict[str, object]:
+def job_view_of(connection: redis.Redis, job_id: str) -> dict[str, object]:
+    """The job's view (the shape `dq jobs --json` prints), read in process; {} once it is gone."""
     jobs = fetch_jobs(connection, [job_id])
     return job_view(jobs[0]) if jobs else {}
 
 
-def enqueue_one(env: dict[str, str], url: str) -> str:
-    result = run_dq(["enqueue", url], env)
-    assert result.returncode == 0, result.stderr
-    [job_id] = result.stdout.split()
-    return job_id
-
-
 def wait_until_downloading(connection: redis.Redis, job_id: str, timeout: float = 30) -> None:
     def downloading() -> bool:
-        view = job_state(connection, job_id)
+        view = job_view_of(connection, job_id)
         progress = view.get("progress")
         return view.get("state") == "processing" and isinstance(progress, dict) and progress["bytes_done"] > 0
 
-    assert wait_until(downloading, timeout, interval=0.1), job_state(connection, job_id)
+    assert wait_until(downloading, timeout, interval=0.1), job_view_of(connection, job_id)
 
 
 def queue_settings(env: dict[str, str], **overrides: str) -> dict[str, str]:
@@ -198,7 +202,10 @@ def queue_settings(env: dict[str, str], **overrides: str) -> dict[str, str]:
 
 @pytest.mark.timeout(180)
 def test_supervisord_restarts_a_killed_supervisor_and_its_job_is_recovered(
-    env: dict[str, str], tmp_path: Path, connection: redis.Redis, fault_server: FaultServer,
+    env: dict[str, str],
+    tmp_path: Path,
+    connection: redis.Redis,
+    fault_server: FaultServer,
     start_supervisord: Callable[..., Supervisord],
 ) -> None:
     state_dir, download_dir = Path(env["DQ_STATE_DIR"]), Path(env["DQ_DOWNLOAD_DIR"])
@@ -213,7 +220,8 @@ def test_supervisord_restarts_a_killed_supervisor_and_its_job_is_recovered(
     assert parent_of(supervisor_pid) == daemon.pid()
     assert Path(f"/proc/{supervisor_pid}/exe").resolve().name.startswith("python")
     assert Path(f"/proc/{supervisor_pid}/cmdline").read_bytes().split(b"\0")[1:3] == [
-        str(ROOT / ".venv" / "bin" / "dq").encode(), b"supervise"
+        str(ROOT / ".venv" / "bin" / "dq").encode(),
+        b"supervise",
     ]
     wait_for_workers(connection, 4, parent=supervisor_pid)
 
@@ -229,7 +237,7 @@ def test_supervisord_restarts_a_killed_supervisor_and_its_job_is_recovered(
 
     assert wait_until(dashboard_answers, timeout=30, interval=0.3), daemon.program_log(DASHBOARD)
 
-    job_id = enqueue_one(env, fault_server.url("/slow/3000000/long.flac?seconds=120"))
+    [job_id] = enqueue(env, fault_server.url("/slow/3000000/long.flac?seconds=120"))
     wait_until_downloading(connection, job_id)
 
     os.kill(supervisor_pid, signal.SIGKILL)
@@ -242,17 +250,22 @@ def test_supervisord_restarts_a_killed_supervisor_and_its_job_is_recovered(
 
     # Issue 3's startup recovery fails the interrupted job as a crash.
     def recovered() -> bool:
-        return job_state(connection, job_id).get("state") == "failed"
+        return job_view_of(connection, job_id).get("state") == "failed"
 
-    assert wait_until(recovered, timeout=60, interval=0.3), (job_state(connection, job_id),
-                                                            daemon.program_log(SUPERVISOR)[-3000:])
-    assert job_state(connection, job_id)["error"] == RECOVERED_MESSAGE
+    assert wait_until(recovered, timeout=60, interval=0.3), (
+        job_view_of(connection, job_id),
+        daemon.program_log(SUPERVISOR)[-3000:],
+    )
+    assert job_view_of(connection, job_id)["error"] == messages.RECOVERED
     assert not list(download_dir.rglob("long.flac"))
 
 
 @pytest.mark.timeout(180)
 def test_supervisorctl_stop_lets_the_running_download_finish(
-    env: dict[str, str], tmp_path: Path, connection: redis.Redis, fault_server: FaultServer,
+    env: dict[str, str],
+    tmp_path: Path,
+    connection: redis.Redis,
+    fault_server: FaultServer,
     start_supervisord: Callable[..., Supervisord],
 ) -> None:
     state_dir, download_dir = Path(env["DQ_STATE_DIR"]), Path(env["DQ_DOWNLOAD_DIR"])
@@ -263,7 +276,7 @@ def test_supervisorctl_stop_lets_the_running_download_finish(
     wait_for_workers(connection, 4, parent=supervisor_pid)
 
     size, seconds = 400_000, 5
-    job_id = enqueue_one(env, fault_server.url(f"/slow/{size}/short.flac?seconds={seconds}"))
+    [job_id] = enqueue(env, fault_server.url(f"/slow/{size}/short.flac?seconds={seconds}"))
     wait_until_downloading(connection, job_id)
 
     began = time.monotonic()
@@ -272,7 +285,7 @@ def test_supervisorctl_stop_lets_the_running_download_finish(
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, (stopped.stdout, stopped.stderr)
 
     # When `stop` returns, the download has completed, not been cut short.
-    view = job_state(connection, job_id)
+    view = job_view_of(connection, job_id)
     assert view["state"] == "completed", (view, daemon.program_log(SUPERVISOR)[-3000:])
     assert (download_dir / "short.flac").read_bytes() == pattern_bytes(size)
     assert took > 1.0, f"stop returned after {took:.1f}s, before the download could have finished"

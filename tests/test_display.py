@@ -9,8 +9,13 @@ from jobs import display
 
 def view(**overrides: object) -> dict[str, object]:
     base: dict[str, object] = {
-        "id": "abc12345-0000", "kind": "track", "state": "processing", "url": "https://h/Artist/01%20Song.flac",
-        "dest": "Artist", "error": None, "progress": {"bytes_done": 1048576, "bytes_total": 4194304, "rate": 524288},
+        "id": "abc12345-0000",
+        "kind": "track",
+        "state": "processing",
+        "url": "https://h/Artist/01%20Song.flac",
+        "dest": "Artist",
+        "error": None,
+        "progress": {"bytes_done": 1048576, "bytes_total": 4194304, "rate": 524288},
     }
     base.update(overrides)
     return base

@@ -17,7 +17,11 @@ TIMEOUT = 1.0
 
 def fetch(server: FaultServer, path: str, root: Path, target: Target | None = None, **kwargs: object) -> Path:
     result = download(
-        server.url(path), target or Target(), download_dir=root, request_timeout=TIMEOUT, allow_private=True,
+        server.url(path),
+        target or Target(),
+        download_dir=root,
+        request_timeout=TIMEOUT,
+        allow_private=True,
         **kwargs,  # type: ignore[arg-type]
     )
     return result.path
@@ -92,9 +96,13 @@ def test_hangs_and_trickles_fail_as_timeouts(fault_server: FaultServer, tmp_path
 
 @pytest.mark.parametrize(
     ("code", "text", "retryable"),
-    [(404, "HTTP 404 Not Found", False), (403, "HTTP 403 Forbidden", False),
-     (500, "HTTP 500 Internal Server Error", True),
-     (503, "HTTP 503 Service Unavailable", True), (429, "HTTP 429 Too Many Requests", True)],
+    [
+        (404, "HTTP 404 Not Found", False),
+        (403, "HTTP 403 Forbidden", False),
+        (500, "HTTP 500 Internal Server Error", True),
+        (503, "HTTP 503 Service Unavailable", True),
+        (429, "HTTP 429 Too Many Requests", True),
+    ],
 )
 def test_status_errors(fault_server: FaultServer, tmp_path: Path, code: int, text: str, retryable: bool) -> None:
     with pytest.raises(HTTPStatusError) as caught:
@@ -112,8 +120,9 @@ def test_retry_after_is_read(fault_server: FaultServer, tmp_path: Path) -> None:
 
 def test_connection_refused_names_host_and_port(tmp_path: Path) -> None:
     with pytest.raises(ConnectionFailed, match=r"^Connection refused \(127\.0\.0\.1:1\)$"):
-        download("http://127.0.0.1:1/x.flac", Target(), download_dir=tmp_path, request_timeout=TIMEOUT,
-                 allow_private=True)
+        download(
+            "http://127.0.0.1:1/x.flac", Target(), download_dir=tmp_path, request_timeout=TIMEOUT, allow_private=True
+        )
 
 
 def test_reset_before_response(fault_server: FaultServer, tmp_path: Path) -> None:
@@ -128,18 +137,23 @@ def test_private_address_refused_unless_allowed(fault_server: FaultServer, tmp_p
 
 
 def test_complete_file_is_skipped_not_fetched_again(fault_server: FaultServer, tmp_path: Path) -> None:
-    first = download(fault_server.url("/bytes/5000/s.flac"), Target(), download_dir=tmp_path,
-                     request_timeout=TIMEOUT, allow_private=True)
-    second = download(fault_server.url("/bytes/5000/s.flac"), Target(), download_dir=tmp_path,
-                      request_timeout=TIMEOUT, allow_private=True)
+    url = fault_server.url("/bytes/5000/s.flac")
+    first, second = (
+        download(url, Target(), download_dir=tmp_path, request_timeout=TIMEOUT, allow_private=True) for _ in range(2)
+    )
     assert not first.skipped and second.skipped
     assert second.path.read_bytes() == pattern_bytes(5000)
 
 
 def test_a_crash_truncated_file_is_fetched_again(fault_server: FaultServer, tmp_path: Path) -> None:
     (tmp_path / "s.flac").write_bytes(b"short")
-    result = download(fault_server.url("/bytes/5000/s.flac"), Target(), download_dir=tmp_path,
-                      request_timeout=TIMEOUT, allow_private=True)
+    result = download(
+        fault_server.url("/bytes/5000/s.flac"),
+        Target(),
+        download_dir=tmp_path,
+        request_timeout=TIMEOUT,
+        allow_private=True,
+    )
     assert not result.skipped and result.path.read_bytes() == pattern_bytes(5000)
 
 
@@ -180,7 +194,7 @@ def test_stall_guard_with_an_explicit_clock() -> None:
     from jobs.download import StallGuard
 
     now = [0.0]
-    guard = StallGuard(window=30, timeout_text="30", clock=lambda: now[0], limit=1024)
+    guard = StallGuard(window=30, clock=lambda: now[0], limit=1024)
     for _ in range(29):  # 1 KiB/s... and then some: a healthy slow stream passes
         now[0] += 1
         guard.add(2048)

@@ -12,20 +12,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import Service, enqueue, listed, run_dq, wait_until
 from tests.faultserver import FaultServer, pattern_bytes
-
-
-def wait_for_states(env: dict[str, str], ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
-    finished: dict[str, dict[str, Any]] = {}
-
-    def ended() -> bool:
-        finished.clear()
-        finished.update(listed(env))
-        return all(finished.get(i, {}).get("state") in ("completed", "failed") for i in ids)
-
-    assert wait_until(ended, timeout, interval=0.3), {i: finished.get(i, {}).get("state") for i in ids}
-    return finished
+from tests.helpers import Service, enqueue, run_dq, wait_listed_ended
 
 
 @pytest.mark.timeout(60)
@@ -34,7 +22,7 @@ def test_track_downloads_into_dest(
 ) -> None:
     start_service(env)
     [job_id] = enqueue(env, fault_server.url("/bytes/2500000/Song%20One.flac"), "--dest", "Artist/Album")
-    job = wait_for_states(env, [job_id], 30)[job_id]
+    job = wait_listed_ended(env, [job_id], 30)[job_id]
     assert job["state"] == "completed", job
     final = tmp_path / "downloads" / "Artist" / "Album" / "Song One.flac"
     assert final.read_bytes() == pattern_bytes(2_500_000)
@@ -54,7 +42,7 @@ def test_checklist_1_hung_server_fails_with_the_timeout_message(
     [hung] = enqueue(env, fault_server.url("/hang/never.flac"))
     [stalled] = enqueue(env, fault_server.url("/hang-body/100000/half.flac"))
     [trickle] = enqueue(env, fault_server.url("/trickle/100000/drip.flac?interval=0.2"))
-    jobs = wait_for_states(env, [hung, stalled, trickle], 30)
+    jobs = wait_listed_ended(env, [hung, stalled, trickle], 30)
     elapsed = time.monotonic() - started
     for job_id in (hung, stalled, trickle):
         assert jobs[job_id]["state"] == "failed"
@@ -74,7 +62,7 @@ def test_processing_timeout_message(
     env = dict(env, DQ_JOB_TIMEOUT="3")
     start_service(env)
     [job_id] = enqueue(env, fault_server.url("/slow/2000000/long.flac?seconds=20"))
-    job = wait_for_states(env, [job_id], 25)[job_id]
+    job = wait_listed_ended(env, [job_id], 25)[job_id]
     assert job["state"] == "failed"
     assert job["error"] == "Processing timeout (3s exceeded)"
     assert list((tmp_path / "downloads").rglob("long.flac*")) == []
@@ -82,9 +70,7 @@ def test_processing_timeout_message(
 
 
 @pytest.mark.timeout(60)
-def test_error_lines(
-    env: dict[str, str], fault_server: FaultServer, start_service: Callable[..., Service]
-) -> None:
+def test_error_lines(env: dict[str, str], fault_server: FaultServer, start_service: Callable[..., Service]) -> None:
     start_service(env)
     ids = enqueue(
         env,
@@ -93,7 +79,7 @@ def test_error_lines(
         fault_server.url("/truncate/100000/short.flac"),
         "http://127.0.0.1:1/refused.flac",
     )
-    jobs = wait_for_states(env, ids, 30)
+    jobs = wait_listed_ended(env, ids, 30)
     assert [jobs[i]["error"] for i in ids] == [
         "HTTP 404 Not Found",
         "HTTP 503 Service Unavailable",
@@ -126,7 +112,7 @@ def test_checklist_5_concurrency_never_exceeds_4(
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        jobs = wait_for_states(env, ids, 60)
+        jobs = wait_listed_ended(env, ids, 60)
     finally:
         stop.set()
         watcher.join(10)

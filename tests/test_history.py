@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 import redis
 
-from config import CANCELLED_MESSAGE, DELETED_MESSAGE
-from tests.conftest import Service, enqueue, run_dq, wait_until
+from jobs import messages
 from tests.faultserver import FaultServer
-from tests.test_delete import job_state
+from tests.helpers import Service, enqueue, run_dq, status_of, wait_until
 
 
 def history(env: dict[str, str], *item_id: str) -> list[dict[str, Any]]:
@@ -43,10 +42,10 @@ def test_history_lists_every_state_change_with_the_exact_messages(
     [missing] = enqueue(env, missing_url)
     [running] = enqueue(env, long_url)
     album_id, track = enqueue(env, "--album", "Kept", "http://example.invalid/never.flac")
-    assert wait_until(lambda: job_state(connection, done) == "finished", 20)
-    assert wait_until(lambda: job_state(connection, missing) == "failed", 20)
+    assert wait_until(lambda: status_of(connection, done) == "finished", 20)
+    assert wait_until(lambda: status_of(connection, missing) == "failed", 20)
     assert wait_until(lambda: (tmp_path / "downloads" / "long.flac.part").exists(), 20)
-    assert wait_until(lambda: job_state(connection, track) == "failed", 20)
+    assert wait_until(lambda: status_of(connection, track) == "failed", 20)
 
     deleted = run_dq(["delete", running, done, album_id], env)
     assert deleted.stdout.splitlines() == [f"{running} cancelled", f"{done} deleted", f"{album_id} deleted"]
@@ -57,12 +56,12 @@ def test_history_lists_every_state_change_with_the_exact_messages(
         ("enqueued", done_url),
         ("started", worker_name),
         ("completed", ""),
-        ("deleted", DELETED_MESSAGE),
+        ("deleted", messages.DELETED),
     ]
     assert events_of(env, missing)[-1] == ("failed", "HTTP 404 Not Found")
     assert [event for event, _ in events_of(env, missing)] == ["enqueued", "started", "failed"]
     assert events_of(env, running)[0] == ("enqueued", long_url)
-    assert events_of(env, running)[-1] == ("cancelled", CANCELLED_MESSAGE)
+    assert events_of(env, running)[-1] == ("cancelled", messages.CANCELLED)
     assert "completed" not in [event for event, _ in events_of(env, running)]
     # An album's history holds its own events and its tracks'.
     album_events = history(env, album_id)
@@ -74,7 +73,7 @@ def test_history_lists_every_state_change_with_the_exact_messages(
         (track, "deleted"),
         (album_id, "deleted"),
     ]
-    assert album_events[-1]["message"] == DELETED_MESSAGE
+    assert album_events[-1]["message"] == messages.DELETED
     assert album_events[3]["message"].startswith("Connection failed") or album_events[3]["message"].startswith(
         "Host not found"
     )
@@ -84,10 +83,10 @@ def test_history_lists_every_state_change_with_the_exact_messages(
     text = run_dq(["jobs", "--history"], env)
     assert text.returncode == 0
     lines = text.stdout.splitlines()
-    assert any(line.endswith(f"{running}  cancelled  {CANCELLED_MESSAGE}") for line in lines), lines
-    assert any(line.endswith(f"{done}  deleted  {DELETED_MESSAGE}") for line in lines), lines
+    assert any(line.endswith(f"{running}  cancelled  {messages.CANCELLED}") for line in lines), lines
+    assert any(line.endswith(f"{done}  deleted  {messages.DELETED}") for line in lines), lines
     assert any(line.endswith(f"{missing}  failed  HTTP 404 Not Found") for line in lines), lines
-    assert any(f"{track}  deleted  {DELETED_MESSAGE}  (album {album_id})" in line for line in lines), lines
+    assert any(f"{track}  deleted  {messages.DELETED}  (album {album_id})" in line for line in lines), lines
     assert len(lines) == len(history(env))
     one = run_dq(["jobs", "--history", missing], env).stdout.splitlines()
     assert len(one) == 3 and all(f"  {missing}  " in line for line in one)

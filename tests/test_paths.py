@@ -20,8 +20,19 @@ from jobs.paths import (
 
 
 @pytest.mark.parametrize(
-    "url", ["", "   ", "ftp://host/a.flac", "file:///etc/passwd", "http://", "https:///x", "not a url",
-            "http://host:99999/a", "javascript:alert(1)", "http://a b/c"],
+    "url",
+    [
+        "",
+        "   ",
+        "ftp://host/a.flac",
+        "file:///etc/passwd",
+        "http://",
+        "https:///x",
+        "not a url",
+        "http://host:99999/a",
+        "javascript:alert(1)",
+        "http://a b/c",
+    ],
 )
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(InvalidRequest):
@@ -88,8 +99,13 @@ def test_confined(tmp_path: Path) -> None:
 
 
 def test_private_addresses_are_refused() -> None:
-    for url in ["http://127.0.0.1:8000/a.flac", "http://localhost/a.flac", "http://[::1]/a", "http://10.1.2.3/a",
-                "http://169.254.169.254/latest"]:
+    for url in [
+        "http://127.0.0.1:8000/a.flac",
+        "http://localhost/a.flac",
+        "http://[::1]/a",
+        "http://10.1.2.3/a",
+        "http://169.254.169.254/latest",
+    ]:
         with pytest.raises(InvalidRequest, match="DQ_ALLOW_PRIVATE_NETWORKS"):
             refuse_private_address(url)
     refuse_private_address("http://93.184.216.34/a.flac")  # a public address passes (no connection made)

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from jobs.playlist import decode_playlist, parse_m3u
-from tests.conftest import Service, album_when_ended, listed, run_dq
 from tests.faultserver import FaultServer, pattern_bytes
+from tests.helpers import Service, enqueue, listed, run_dq, wait_listed_ended
 
 BASE = "http://music.example/lists/Best%20Of.m3u8"
 
@@ -24,7 +24,7 @@ def test_parse_titles_relative_entries_comments_and_a_bad_entry() -> None:
             "#EXTINF:241,Artist - First Song",
             "../audio/first.flac",
             "   ",
-            "#EXTINF:-1 tvg-id=\"x\",Second",
+            '#EXTINF:-1 tvg-id="x",Second',
             "/audio/Second Song.mp3",
             "#EXTINF:10,Lost title",
             "ftp://music.example/third.flac",
@@ -47,17 +47,6 @@ def test_parse_titles_relative_entries_comments_and_a_bad_entry() -> None:
 def test_decoding_utf8_with_bom_and_latin1() -> None:
     assert decode_playlist("\ufeff#EXTINF:1,Café\nx.mp3".encode()) == "#EXTINF:1,Café\nx.mp3"
     assert decode_playlist("#EXTINF:1,Café\nx.mp3".encode("latin-1")) == "#EXTINF:1,Café\nx.mp3"
-
-
-
-
-def enqueue_playlist(env: dict[str, str], *args: str) -> str:
-    result = run_dq(["enqueue", "--playlist", *args], env)
-    assert result.returncode == 0, result.stderr
-    [album_id] = result.stdout.split()
-    return album_id
-
-
 
 
 @pytest.mark.timeout(90)
@@ -85,11 +74,9 @@ def test_playlist_album_from_relative_entries_with_titles_and_one_bad_entry(
     )
     fault_server.add_file("lists/Best Of.m3u8", playlist.encode(), content_type="audio/x-mpegurl")
     start_service(env)
-    result = run_dq(["enqueue", "--playlist", fault_server.url("/files/lists/Best%20Of.m3u8"), "--dest", "Mix"], env)
-    assert result.returncode == 0, result.stderr
-    [album_id] = result.stdout.split()
+    [album_id] = enqueue(env, "--playlist", fault_server.url("/files/lists/Best%20Of.m3u8"), "--dest", "Mix")
 
-    album = album_when_ended(env, album_id, 40)
+    album = wait_listed_ended(env, [album_id], 40)[album_id]
     assert album["state"] == "partial"
     assert album["tracks"] == {"total": 4, "completed": 3, "failed": 1}
     assert album["dest"] == "Mix/Best Of"
@@ -129,7 +116,7 @@ def test_playlist_album_name_option_and_wait(
 def test_enqueue_playlist_returns_at_once_without_fetching(
     env: dict[str, str], fault_server: FaultServer, connection: redis.Redis
 ) -> None:
-    album_id = enqueue_playlist(env, fault_server.url("/files/late.m3u8"))
+    [album_id] = enqueue(env, "--playlist", fault_server.url("/files/late.m3u8"))
     assert fault_server.requests == []  # no worker runs: nothing fetched yet
     album = listed(env)[album_id]
     assert album["state"] == "queued"

@@ -7,147 +7,60 @@ supervisors on one Redis, orphan horses, and the safe failure itself.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
-from rq.executions import Execution
-from rq.job import Job, JobStatus
-from rq.queue import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from config import RECOVERED_MESSAGE, Settings
-from jobs import history
-from jobs.connection import SERIALIZER
-from jobs.lifecycle import fail_started_job, remove_part_file
-from jobs.queue import TrackRequest, error_line, track_job_data
+from config import Settings
+from jobs import history, messages
+from jobs.failure import fail_started_job
+from jobs.paths import remove_part_file
 from supervisor.cleanup import Cleanup
-from tests.conftest import Service, enqueue, wait_until
 from tests.faultserver import FaultServer
-
-SLOW = "/slow/400000/{name}.flac?seconds=20"  # 20 kB/s: well above the stall guard, far from done
-
-
-# --- helpers (also used by test_shutdown.py and test_worker_care.py) ---------------------------
-
-
-def status_of(connection: redis.Redis, job_id: str) -> str | None:
-    raw = connection.hget(f"rq:job:{job_id}", "status")
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def error_of(connection: redis.Redis, job_id: str) -> str | None:
-    return error_line(Job.fetch(job_id, connection=connection, serializer=SERIALIZER))
-
-
-def worker_of(connection: redis.Redis, job_id: str) -> str:
-    raw = connection.hget(f"rq:job:{job_id}", "worker_name")
-    assert raw, f"job {job_id} has no worker"
-    return raw.decode()
-
-
-def worker_pid(connection: redis.Redis, worker_name: str) -> int:
-    raw = connection.hget(f"rq:worker:{worker_name}", "pid")
-    assert raw, f"worker {worker_name} is not registered"
-    return int(raw)
-
-
-def downloading(connection: redis.Redis, job_ids: list[str], download_dir: Path) -> bool:
-    """Every job started, and each has its `.part` on disk (bytes are flowing)."""
-    if any(status_of(connection, job_id) != "started" for job_id in job_ids):
-        return False
-    return len(list(download_dir.rglob("*.part"))) >= len(job_ids)
-
-
-def wait_ended(connection: redis.Redis, job_ids: list[str], timeout: float) -> dict[str, str | None]:
-    ended = ("finished", "failed", "stopped", "canceled")
-    ok = wait_until(lambda: all(status_of(connection, i) in ended for i in job_ids), timeout, interval=0.1)
-    states = {job_id: status_of(connection, job_id) for job_id in job_ids}
-    assert ok, states
-    return states
-
-
-def spawned_workers(service: Service) -> list[tuple[str, int]]:
-    """(name, pid) of every worker this supervisor started, from its log."""
-    return [(m[1], int(m[2])) for m in re.finditer(r"started worker (\S+) \(pid (\d+)\)", service.log())]
-
-
-def pid_running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_workers_registered(connection: redis.Redis, service: Service, count: int, timeout: float = 30) -> None:
-    """`count` workers of this supervisor are running and registered in Redis."""
-
-    def ready() -> bool:
-        live = [(n, p) for n, p in spawned_workers(service) if pid_running(p)]
-        return len(live) >= count and all(connection.exists(f"rq:worker:{n}") for n, _ in live)
-
-    assert wait_until(ready, timeout), service.log()
-
-
-def insert_started_job(
-    connection: redis.Redis,
-    settings: Settings,
-    *,
-    worker_name: str,
-    started_ago: float,
-    final_path: Path | None = None,
-    heartbeat_ttl: int = 120,
-) -> str:
-    """A job as a worker leaves it mid-download: status started, an execution in the registry."""
-    data = track_job_data(TrackRequest("http://127.0.0.1:9/x.flac"), settings)
-    queue = Queue(settings.queue_name, connection=connection, serializer=SERIALIZER)
-    job = queue.create_job(data.func, kwargs=data.kwargs, timeout=data.timeout, result_ttl=data.result_ttl,
-                           failure_ttl=data.failure_ttl, description=data.description, meta=data.meta)
-    job.worker_name = worker_name
-    job.started_at = datetime.fromtimestamp(time.time() - started_ago, tz=UTC)
-    if final_path is not None:
-        job.meta["path"] = str(final_path)
-    with connection.pipeline() as pipe:
-        job.save(pipeline=pipe)
-        job.set_status(JobStatus.STARTED, pipeline=pipe)
-        Execution.create(job, heartbeat_ttl, pipeline=pipe, worker_name=worker_name)
-        pipe.execute()
-    return job.id
-
-
-def register_fake_worker(connection: redis.Redis, name: str, pid: int, hostname: str | None = None) -> None:
-    key = f"rq:worker:{name}"
-    connection.hset(key, mapping={"hostname": hostname or socket.gethostname(), "pid": pid, "birth": "x"})
-    connection.expire(key, 120)
+from tests.helpers import (
+    SLOW,
+    Service,
+    downloading,
+    enqueue,
+    error_of,
+    insert_started_job,
+    pid_running,
+    register_fake_worker,
+    spawned_workers,
+    status_of,
+    wait_ended,
+    wait_until,
+    wait_workers_registered,
+    worker_of,
+    worker_pid,
+)
 
 
 # --- the safe failure itself ---------------------------------------------------------------------
-def test_fail_started_job_records_a_clean_failure(connection: redis.Redis, settings: Settings,
-                                                  tmp_path: Path) -> None:
+def test_fail_started_job_records_a_clean_failure(connection: redis.Redis, settings: Settings, tmp_path: Path) -> None:
     job_id = insert_started_job(connection, settings, worker_name="w.gone", started_ago=3)
     registry = StartedJobRegistry(settings.queue_name, connection=connection)
     assert registry.get_job_ids(cleanup=False) == [job_id]
 
-    assert fail_started_job(connection, settings.queue_name, job_id, RECOVERED_MESSAGE, event=history.RECOVERED)
+    assert fail_started_job(connection, settings.queue_name, job_id, messages.RECOVERED, event=history.RECOVERED)
 
     assert status_of(connection, job_id) == "failed"
-    assert error_of(connection, job_id) == RECOVERED_MESSAGE
+    assert error_of(connection, job_id) == messages.RECOVERED
     assert registry.get_job_ids(cleanup=False) == []
     assert FailedJobRegistry(settings.queue_name, connection=connection).get_job_ids(cleanup=False) == [job_id]
     assert not connection.keys(f"rq:execution:{job_id}:*")
     assert [e["event"] for e in history.read(connection, job_id)] == ["recovered"]
     # A second attempt (another supervisor, the worker itself) changes nothing.
     assert not fail_started_job(connection, settings.queue_name, job_id, "other text")
-    assert error_of(connection, job_id) == RECOVERED_MESSAGE
+    assert error_of(connection, job_id) == messages.RECOVERED
 
 
 def test_remove_part_file_stays_inside_the_download_dir(tmp_path: Path) -> None:
@@ -165,8 +78,9 @@ def test_remove_part_file_stays_inside_the_download_dir(tmp_path: Path) -> None:
 
 
 # --- recovery decisions against real Redis, in process ----------------------------------------
-def test_recovery_fails_only_jobs_of_dead_workers(connection: redis.Redis, settings: Settings,
-                                                  tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_recovery_fails_only_jobs_of_dead_workers(
+    connection: redis.Redis, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     download_dir = settings.download_dir
     download_dir.mkdir(parents=True)
     dead_part = download_dir / "dead.flac.part"
@@ -176,11 +90,13 @@ def test_recovery_fails_only_jobs_of_dead_workers(connection: redis.Redis, setti
     register_fake_worker(connection, "w.alive.here", os.getpid())
     register_fake_worker(connection, "w.dead.here", 2**22 + 12345)  # beyond pid_max: not running
     register_fake_worker(connection, "w.remote", 1, hostname="some-other-host")
-    gone = insert_started_job(connection, settings, worker_name="w.gone", started_ago=2,
-                              final_path=download_dir / "dead.flac")
+    gone = insert_started_job(
+        connection, settings, worker_name="w.gone", started_ago=2, final_path=download_dir / "dead.flac"
+    )
     dead_pid = insert_started_job(connection, settings, worker_name="w.dead.here", started_ago=2)
-    alive = insert_started_job(connection, settings, worker_name="w.alive.here", started_ago=2,
-                               final_path=download_dir / "live.flac")
+    alive = insert_started_job(
+        connection, settings, worker_name="w.alive.here", started_ago=2, final_path=download_dir / "live.flac"
+    )
     remote = insert_started_job(connection, settings, worker_name="w.remote", started_ago=2)
     remote_stale = insert_started_job(connection, settings, worker_name="w.remote", started_ago=2)
     # A stale heartbeat is one whose registry score lies well in the past.
@@ -197,7 +113,7 @@ def test_recovery_fails_only_jobs_of_dead_workers(connection: redis.Redis, setti
     assert status_of(connection, dead_pid) == "failed"
     assert status_of(connection, remote_stale) == "failed"
     for job_id in (gone, dead_pid, remote_stale):
-        assert error_of(connection, job_id) == RECOVERED_MESSAGE
+        assert error_of(connection, job_id) == messages.RECOVERED
         assert f"recovering job {job_id}" in caplog.text
     assert status_of(connection, alive) == "started"
     assert status_of(connection, remote) == "started"
@@ -218,7 +134,7 @@ def test_orphan_horse_is_killed_before_its_job_is_failed(connection: redis.Redis
         Cleanup.create(connection, settings).run(time.monotonic())
         assert horse.wait(5) == -signal.SIGKILL
         assert status_of(connection, job_id) == "failed"
-        assert error_of(connection, job_id) == RECOVERED_MESSAGE
+        assert error_of(connection, job_id) == messages.RECOVERED
     finally:
         if horse.poll() is None:
             horse.kill()
@@ -228,8 +144,11 @@ def test_orphan_horse_is_killed_before_its_job_is_failed(connection: redis.Redis
 # --- real processes --------------------------------------------------------------------------
 @pytest.mark.timeout(90)
 def test_checklist_3_crash_recovery(
-    env: dict[str, str], connection: redis.Redis, fault_server: FaultServer,
-    start_service: Callable[..., Service], settings: Settings,
+    env: dict[str, str],
+    connection: redis.Redis,
+    fault_server: FaultServer,
+    start_service: Callable[..., Service],
+    settings: Settings,
 ) -> None:
     """Start, submit an album-sized set, kill everything mid-download, restart: the log says
     it recovers each interrupted job, they fail with the recovery message, no `.part` is
@@ -248,7 +167,7 @@ def test_checklist_3_crash_recovery(
     assert all(states[job_id] == "failed" for job_id in slow), states
     assert all(states[job_id] == "finished" for job_id in quick), states
     for job_id in slow:
-        assert error_of(connection, job_id) == RECOVERED_MESSAGE
+        assert error_of(connection, job_id) == messages.RECOVERED
         assert f"recovering job {job_id}" in second.log()
     assert list(settings.download_dir.rglob("*.part")) == []
     assert fault_server.max_active <= 4
@@ -256,8 +175,11 @@ def test_checklist_3_crash_recovery(
 
 @pytest.mark.timeout(90)
 def test_supervisor_killed_alone_then_restarted(
-    env: dict[str, str], connection: redis.Redis, fault_server: FaultServer,
-    start_service: Callable[..., Service], settings: Settings,
+    env: dict[str, str],
+    connection: redis.Redis,
+    fault_server: FaultServer,
+    start_service: Callable[..., Service],
+    settings: Settings,
 ) -> None:
     """SIGKILL of the supervisor only: its workers die with it (parent-death signal), so the
     restarted one never runs more than 4 downloads at once; the queue drains."""
@@ -277,7 +199,7 @@ def test_supervisor_killed_alone_then_restarted(
     assert [states[job_id] for job_id in slow] == ["failed"] * 4, states
     assert [states[job_id] for job_id in rest] == ["finished"] * 8, states
     for job_id in slow:
-        assert error_of(connection, job_id) == RECOVERED_MESSAGE
+        assert error_of(connection, job_id) == messages.RECOVERED
     assert fault_server.max_active <= 4, fault_server.max_active
     assert connection.llen(f"rq:queue:{settings.queue_name}") == 0
     assert list(settings.download_dir.rglob("*.part")) == []
@@ -286,8 +208,11 @@ def test_supervisor_killed_alone_then_restarted(
 
 @pytest.mark.timeout(90)
 def test_two_supervisors_on_one_redis_leave_each_others_jobs_alone(
-    env: dict[str, str], connection: redis.Redis, fault_server: FaultServer,
-    start_service: Callable[..., Service], tmp_path: Path,
+    env: dict[str, str],
+    connection: redis.Redis,
+    fault_server: FaultServer,
+    start_service: Callable[..., Service],
+    tmp_path: Path,
 ) -> None:
     env_a = {**env, "DQ_WORKERS": "2", "DQ_STATE_DIR": str(tmp_path / "state-a")}
     env_b = {**env, "DQ_WORKERS": "2", "DQ_STATE_DIR": str(tmp_path / "state-b")}
@@ -311,7 +236,7 @@ def test_two_supervisors_on_one_redis_leave_each_others_jobs_alone(
     assert [states[i] for i in of_a] == ["finished", "finished"], (states, a.log())
     assert [states[i] for i in of_b] == ["failed", "failed"], states
     for job_id in of_b:
-        assert error_of(connection, job_id) == RECOVERED_MESSAGE
+        assert error_of(connection, job_id) == messages.RECOVERED
     # B's dead jobs may be recovered by either supervisor (whichever cleans first); A's never.
     assert all(f"recovering job {i}" not in a.log() + b2.log() for i in of_a)
     assert all(f"recovering job {i}" in a.log() + b2.log() for i in of_b)
@@ -319,14 +244,18 @@ def test_two_supervisors_on_one_redis_leave_each_others_jobs_alone(
 
 @pytest.mark.timeout(60)
 def test_worker_killed_mid_job_is_recovered_quickly(
-    env: dict[str, str], connection: redis.Redis, fault_server: FaultServer,
-    start_service: Callable[..., Service], settings: Settings,
+    env: dict[str, str],
+    connection: redis.Redis,
+    fault_server: FaultServer,
+    start_service: Callable[..., Service],
+    settings: Settings,
 ) -> None:
     """SIGKILL one worker while the supervisor runs: its job fails within about two cleanup
     intervals (not RQ's 90 s to 15 min), the worker is replaced, the other job completes."""
     service = start_service(env)
-    victim, other = enqueue(env, fault_server.url(SLOW.format(name="victim")),
-                            fault_server.url("/slow/60000/other.flac?seconds=3"))
+    victim, other = enqueue(
+        env, fault_server.url(SLOW.format(name="victim")), fault_server.url("/slow/60000/other.flac?seconds=3")
+    )
     assert wait_until(lambda: downloading(connection, [victim, other], settings.download_dir), 20)
     pid = worker_pid(connection, worker_of(connection, victim))
 
@@ -337,7 +266,7 @@ def test_worker_killed_mid_job_is_recovered_quickly(
     print(f"recovery latency after worker SIGKILL: {latency:.2f}s")
     # About two cleanup intervals (0.5 s each here), with room for two busy shared CPUs.
     assert latency < 2 * settings.cleanup_interval + 2.0, latency
-    assert error_of(connection, victim) == RECOVERED_MESSAGE
+    assert error_of(connection, victim) == messages.RECOVERED
     assert wait_ended(connection, [other], 20)[other] == "finished"
     assert wait_until(lambda: len(spawned_workers(service)) == 5, 10), service.log()
     wait_workers_registered(connection, service, 4)

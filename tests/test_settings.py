@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from config import Settings, SettingsError
-from tests.conftest import run_dq
+from tests.helpers import run_dq
 
 
 def test_production_defaults() -> None:
@@ -25,16 +25,6 @@ def test_production_defaults() -> None:
     assert settings.allow_private_networks is False
     assert settings.embedded_redis
     assert settings.effective_redis_url == f"unix://{Path('var').absolute()}/redis.sock"
-
-
-def test_messages_carry_the_configured_numbers() -> None:
-    assert Settings.from_env({}).timeout_message == "Download timeout (30s)"
-    assert Settings.from_env({}).processing_timeout_message == "Processing timeout (300s exceeded)"
-    assert Settings.from_env({}).shutdown_message == "Interrupted by shutdown (300s grace exceeded)"
-    fast = Settings.from_env({"DQ_REQUEST_TIMEOUT": "1.5", "DQ_JOB_TIMEOUT": "8", "DQ_SHUTDOWN_GRACE": "4"})
-    assert fast.timeout_message == "Download timeout (1.5s)"
-    assert fast.processing_timeout_message == "Processing timeout (8s exceeded)"
-    assert fast.shutdown_message == "Interrupted by shutdown (4s grace exceeded)"
 
 
 def test_values_are_parsed() -> None:

@@ -11,11 +11,11 @@ import pytest
 import redis
 
 from config import Settings
-from jobs.lifecycle import failure_reason
-from tests.conftest import Service, wait_until
+from jobs.failure import failure_reason
 from tests.faultserver import FaultServer
-from tests.test_recovery import (
+from tests.helpers import (
     SLOW,
+    Service,
     downloading,
     enqueue,
     error_of,
@@ -23,17 +23,22 @@ from tests.test_recovery import (
     spawned_workers,
     status_of,
     wait_ended,
+    wait_until,
 )
 
 
 @pytest.mark.timeout(60)
 def test_sigterm_lets_a_short_download_finish(
-    env: dict[str, str], connection: redis.Redis, fault_server: FaultServer,
-    start_service: Callable[..., Service], settings: Settings,
+    env: dict[str, str],
+    connection: redis.Redis,
+    fault_server: FaultServer,
+    start_service: Callable[..., Service],
+    settings: Settings,
 ) -> None:
     service = start_service({**env, "DQ_WORKERS": "1"})
-    running, queued = enqueue(env, fault_server.url("/slow/40000/short.flac?seconds=2"),
-                              fault_server.url("/bytes/1000/later.flac"))
+    running, queued = enqueue(
+        env, fault_server.url("/slow/40000/short.flac?seconds=2"), fault_server.url("/bytes/1000/later.flac")
+    )
     assert wait_until(lambda: downloading(connection, [running], settings.download_dir), 20)
 
     service.process.send_signal(signal.SIGTERM)
@@ -48,8 +53,11 @@ def test_sigterm_lets_a_short_download_finish(
 
 @pytest.mark.timeout(60)
 def test_sigterm_stops_a_long_download_after_the_grace(
-    env: dict[str, str], connection: redis.Redis, fault_server: FaultServer,
-    start_service: Callable[..., Service], settings: Settings,
+    env: dict[str, str],
+    connection: redis.Redis,
+    fault_server: FaultServer,
+    start_service: Callable[..., Service],
+    settings: Settings,
 ) -> None:
     service = start_service({**env, "DQ_WORKERS": "2"})
     long_ids = enqueue(env, *(fault_server.url(SLOW.format(name=f"long{i}")) for i in range(2)))
@@ -75,8 +83,11 @@ def test_sigterm_stops_a_long_download_after_the_grace(
 
 @pytest.mark.timeout(60)
 def test_second_signal_stops_now_with_the_same_message(
-    env: dict[str, str], connection: redis.Redis, fault_server: FaultServer,
-    start_service: Callable[..., Service], settings: Settings,
+    env: dict[str, str],
+    connection: redis.Redis,
+    fault_server: FaultServer,
+    start_service: Callable[..., Service],
+    settings: Settings,
 ) -> None:
     service = start_service({**env, "DQ_WORKERS": "1", "DQ_SHUTDOWN_GRACE": "30"})
     [job_id] = enqueue(env, fault_server.url(SLOW.format(name="long")))
@@ -98,7 +109,9 @@ def test_second_signal_stops_now_with_the_same_message(
 
 @pytest.mark.timeout(90)
 def test_queued_jobs_run_after_the_next_start(
-    env: dict[str, str], connection: redis.Redis, fault_server: FaultServer,
+    env: dict[str, str],
+    connection: redis.Redis,
+    fault_server: FaultServer,
     start_service: Callable[..., Service],
 ) -> None:
     service = start_service({**env, "DQ_WORKERS": "1"})

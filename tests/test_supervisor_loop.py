@@ -16,20 +16,21 @@ from rq.queue import Queue
 
 from config import Settings
 from jobs.connection import SERIALIZER
-from jobs.lifecycle import failure_reason
+from jobs.failure import failure_reason
 from supervisor import cleanup as cleanup_module
 from supervisor.cleanup import PARENT_RECORD_WAIT, Cleanup, MaintenanceLock
 from supervisor.loop import Phase, Supervisor
 from supervisor.processes import ProcessInfo
 from supervisor.recovery import StartedJob, WorkerRecord, overdue, why_dead
-from tests.conftest import Service, wait_until
-from tests.test_recovery import (
+from tests.helpers import (
+    Service,
     error_of,
     insert_started_job,
     register_fake_worker,
     spawned_workers,
     status_of,
     wait_ended,
+    wait_until,
     wait_workers_registered,
 )
 
@@ -247,8 +248,7 @@ def test_why_dead() -> None:
     assert why_dead(job(WorkerRecord("w", here, 7), deadline=0), host=here, now=999, alive=alive) is None
     assert "not running" in (why_dead(job(WorkerRecord("w", here, 8)), host=here, now=999, alive=alive) or "")
     assert "gone" in (why_dead(job(None), host=here, now=999, alive=alive) or "")
-    assert "gone" in (why_dead(job(WorkerRecord("w", "host-b", 7, died=True)), host=here, now=999,
-                               alive=alive) or "")
+    assert "gone" in (why_dead(job(WorkerRecord("w", "host-b", 7, died=True)), host=here, now=999, alive=alive) or "")
     remote = WorkerRecord("w", "host-b", 7)
     assert why_dead(job(remote, deadline=1000), host=here, now=1029, alive=alive) is None
     assert "stale" in (why_dead(job(remote, deadline=1000), host=here, now=1031, alive=alive) or "")
@@ -366,17 +366,16 @@ def test_startup_sweeps_old_unclaimed_part_files(connection: redis.Redis, settin
     os.utime(old, (long_ago, long_ago))
     os.utime(claimed, (long_ago, long_ago))
     register_fake_worker(connection, "w.here", os.getpid())
-    insert_started_job(connection, settings, worker_name="w.here", started_ago=1,
-                       final_path=settings.download_dir / "claimed.flac")
+    insert_started_job(
+        connection, settings, worker_name="w.here", started_ago=1, final_path=settings.download_dir / "claimed.flac"
+    )
     Cleanup.create(connection, settings, processes=lambda: []).startup()
     assert not old.exists()
     assert young.exists() and claimed.exists()
 
 
 @pytest.mark.timeout(120)
-def test_cleanup_stays_cheap_with_100000_finished_and_failed_jobs(
-    connection: redis.Redis, settings: Settings
-) -> None:
+def test_cleanup_stays_cheap_with_100000_finished_and_failed_jobs(connection: redis.Redis, settings: Settings) -> None:
     """Only the StartedJobRegistry is read; the big registries see one ZREMRANGEBYSCORE each."""
     future = time.time() + 86400
     for registry in ("finished", "failed"):
@@ -410,8 +409,7 @@ def test_checklist_2_processing_job_with_an_old_start_fails_on_the_next_cleanup(
     service = start_service({**env, "DQ_WORKERS": "1"}, wait_workers=0)
     wait_workers_registered(connection, service, 1)
     [(worker_name, _pid)] = spawned_workers(service)
-    job_id = insert_started_job(connection, settings, worker_name=worker_name,
-                                started_ago=settings.job_timeout + 60)
+    job_id = insert_started_job(connection, settings, worker_name=worker_name, started_ago=settings.job_timeout + 60)
     inserted = time.monotonic()
     assert wait_ended(connection, [job_id], 10)[job_id] == "failed"
     assert time.monotonic() - inserted < 3 * settings.cleanup_interval + 2

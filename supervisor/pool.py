@@ -19,7 +19,7 @@ from pathlib import Path
 
 from config import Settings
 from jobs.connection import SERIALIZER_PATH
-from supervisor.processes import set_parent_death_signal
+from jobs.workers import set_parent_death_signal
 
 WORKER_CLASS = "jobs.worker.DownloadWorker"
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)  # seconds, for a worker that keeps dying young

@@ -1,0 +1,212 @@
+"""Putting work on the queue: track jobs, albums of tracks, playlist albums.
+
+Every request is validated before anything is written, and each call writes in one
+transaction, so a refused request (InvalidRequest) changes nothing and an accepted one is
+whole: the jobs, their `enqueued` history events and the album record appear together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+import redis
+from rq.job import Job
+from rq.queue import Queue
+
+from config import Settings
+from jobs import history, keys
+from jobs.album import SOURCE_PLAYLIST, SOURCE_TRACKS, AlbumRecord, AlbumTrack, InvalidEntry, new_album_id
+from jobs.connection import SERIALIZER
+from jobs.errors import InvalidRequest
+from jobs.naming import album_folder, album_name, number_width, playlist_album_name, track_stem
+from jobs.paths import check_dest, check_name, check_url
+from jobs.tombstones import is_deleted
+
+TRACK_FUNC = "jobs.track.download_track"
+PLAYLIST_FUNC = "jobs.playlist.fetch_playlist"
+RESULT_TTL = 24 * 3600  # completed jobs stay listed for a day
+FAILURE_TTL = 7 * 24 * 3600  # failed jobs for a week
+
+
+@dataclass(frozen=True)
+class TrackRequest:
+    url: str
+    dest: str = ""
+    name: str | None = None
+    stem: str | None = None
+    album_id: str | None = None
+
+    def checked(self) -> TrackRequest:
+        """This request with URL, dest and name validated; raises InvalidRequest."""
+        return TrackRequest(
+            url=check_url(self.url),
+            dest=check_dest(self.dest),
+            name=check_name(self.name) if self.name else None,
+            stem=self.stem,
+            album_id=self.album_id,
+        )
+
+
+def get_queue(connection: redis.Redis, settings: Settings) -> Queue:
+    return Queue(settings.queue_name, connection=connection, serializer=SERIALIZER)
+
+
+def track_job_data(request: TrackRequest, settings: Settings, job_id: str | None = None) -> Any:
+    kwargs: dict[str, Any] = {"url": request.url, "dest": request.dest}
+    for key in ("name", "stem", "album_id"):
+        value = getattr(request, key)
+        if value is not None:
+            kwargs[key] = value
+    meta: dict[str, Any] = {"kind": "track", "progress": {"bytes_done": 0, "bytes_total": None}}
+    if request.album_id is not None:
+        meta["album_id"] = request.album_id
+    return Queue.prepare_data(
+        TRACK_FUNC,
+        kwargs=kwargs,
+        timeout=settings.job_timeout,
+        result_ttl=RESULT_TTL,
+        failure_ttl=FAILURE_TTL,
+        description=request.url,
+        meta=meta,
+        job_id=job_id,
+    )
+
+
+def enqueue_tracks(connection: redis.Redis, settings: Settings, requests: Sequence[TrackRequest]) -> list[Job]:
+    """Validate every request first, then enqueue them all in one pipeline (all or nothing)."""
+    checked = [request.checked() for request in requests]
+    queue = get_queue(connection, settings)
+    with connection.pipeline() as pipeline:
+        jobs = queue.enqueue_many([track_job_data(r, settings) for r in checked], pipeline=pipeline)
+        for job, request in zip(jobs, checked, strict=True):
+            history.record(pipeline, job.id, history.ENQUEUED, request.url, album_id=request.album_id)
+        pipeline.execute()
+    return jobs
+
+
+def _track_requests(album_id: str, folder: str, tracks: Sequence[AlbumTrack], width: int) -> list[TrackRequest]:
+    return [
+        TrackRequest(
+            url=track.url, dest=folder, stem=track_stem(track.position, width, track.title), album_id=album_id
+        ).checked()
+        for track in tracks
+    ]
+
+
+def _queue_tracks(
+    pipeline: redis.client.Pipeline,
+    connection: redis.Redis,
+    settings: Settings,
+    record: AlbumRecord,
+    tracks: Sequence[AlbumTrack],
+    width: int,
+) -> list[Job]:
+    """Add track jobs to `pipeline` (already in MULTI) and to `record.tracks`."""
+    requests_ = _track_requests(record.id, record.folder, tracks, width)
+    queue = get_queue(connection, settings)
+    jobs = queue.enqueue_many([track_job_data(r, settings) for r in requests_], pipeline=pipeline)
+    for job, track in zip(jobs, tracks, strict=True):
+        record.tracks.append({"id": job.id, "url": track.url, "title": track.title, "position": track.position})
+        history.record(pipeline, job.id, history.ENQUEUED, track.url, album_id=record.id)
+    return jobs
+
+
+def enqueue_album(
+    connection: redis.Redis, settings: Settings, name: str, urls: Sequence[str], dest: str = ""
+) -> tuple[AlbumRecord, list[Job]]:
+    """One album of these URLs under `<dest>/<name>/`, all enqueued in one transaction.
+
+    Every URL is checked first: one bad URL refuses the whole album (InvalidRequest).
+    """
+    name = album_name(name)
+    folder = album_folder(dest, name)
+    tracks = [AlbumTrack(url=check_url(url), position=index) for index, url in enumerate(urls, start=1)]
+    if not tracks:
+        raise InvalidRequest("an album needs at least one URL")
+    record = AlbumRecord(id=new_album_id(), name=name, folder=folder, source=SOURCE_TRACKS, created_at=time.time())
+    _track_requests(record.id, folder, tracks, number_width(len(tracks)))  # validate before writing
+    with connection.pipeline() as pipeline:
+        history.record(
+            pipeline, record.id, history.ENQUEUED, f"album {record.name}: {len(tracks)} tracks", album_id=record.id
+        )
+        jobs = _queue_tracks(pipeline, connection, settings, record, tracks, number_width(len(tracks)))
+        pipeline.hset(keys.album(record.id), mapping=record.to_hash())
+        pipeline.zadd(keys.ALBUMS, {record.id: record.created_at})
+        pipeline.execute()
+    return record, jobs
+
+
+def enqueue_playlist(
+    connection: redis.Redis, settings: Settings, url: str, name: str | None = None, dest: str = ""
+) -> tuple[AlbumRecord, Job]:
+    """An album whose tracks a worker reads from the M3U/M3U8 playlist at `url`."""
+    url = check_url(url)
+    folder_name = album_name(name) if name else playlist_album_name(url)
+    record = AlbumRecord(
+        id=new_album_id(),
+        name=folder_name,
+        folder=album_folder(dest, folder_name),
+        source=SOURCE_PLAYLIST,
+        created_at=time.time(),
+        url=url,
+    )
+    queue = get_queue(connection, settings)
+    data = queue.prepare_data(
+        PLAYLIST_FUNC,
+        kwargs={"album_id": record.id, "url": url},
+        timeout=settings.job_timeout,
+        result_ttl=RESULT_TTL,
+        failure_ttl=FAILURE_TTL,
+        description=f"playlist {url}",
+        meta={"kind": "playlist", "album_id": record.id},
+    )
+    with connection.pipeline() as pipeline:
+        history.record(
+            pipeline, record.id, history.ENQUEUED, f"album {record.name}: playlist {url}", album_id=record.id
+        )
+        [job] = queue.enqueue_many([data], pipeline=pipeline)
+        record.playlist_job = job.id
+        history.record(pipeline, job.id, history.ENQUEUED, f"playlist {url}", album_id=record.id)
+        pipeline.hset(keys.album(record.id), mapping=record.to_hash())
+        pipeline.zadd(keys.ALBUMS, {record.id: record.created_at})
+        pipeline.execute()
+    return record, job
+
+
+class AlbumGone(Exception):
+    """The album was deleted before its playlist's tracks could be added."""
+
+
+def add_playlist_tracks(
+    connection: redis.Redis,
+    settings: Settings,
+    album_id: str,
+    tracks: Sequence[AlbumTrack],
+    invalid: Sequence[InvalidEntry],
+    width: int,
+) -> list[Job]:
+    """Add a fetched playlist's tracks to its album, unless the album is being deleted.
+
+    WATCHes the album record and the tombstones: a deletion that began after the check
+    aborts the transaction, so a deleted album never gets tracks enqueued behind its back.
+    """
+    while True:
+        with connection.pipeline() as pipeline:
+            try:
+                pipeline.watch(keys.album(album_id), keys.TOMBSTONES)
+                raw = cast(dict[Any, Any], pipeline.hgetall(keys.album(album_id)))
+                if not raw or is_deleted(pipeline, album_id):
+                    raise AlbumGone(album_id)
+                record = AlbumRecord.from_hash(album_id, raw)
+                record.tracks = []
+                record.invalid = [asdict(entry) for entry in invalid]
+                pipeline.multi()
+                jobs = _queue_tracks(pipeline, connection, settings, record, tracks, width)
+                pipeline.hset(keys.album(album_id), mapping=record.to_hash())
+                pipeline.execute()
+                return jobs
+            except redis.WatchError:
+                continue  # something changed (often an unrelated deletion): look again

@@ -1,0 +1,116 @@
+"""Every line a user reads about why a job ended: built here and nowhere else.
+
+These are the job's `error` (`bin/jobs`, the dashboard, the API) and the history's event
+messages; the texts are the contract in DESIGN.md ("States and messages"), numbers as
+configured. Input errors (a bad URL, `--dest`, a setting) are worded by the check that
+raises them, since they are not a job's state.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+DELETED = "Deleted by user"
+CANCELLED = "Cancelled by user during processing"
+RECOVERED = "Recovered from server crash while processing"
+DIED = "Download process died unexpectedly"
+FAILED = "Failed"  # an exception that says nothing at all
+
+
+def seconds(value: float) -> str:
+    """How a duration reads in messages: `30` for 30.0, `0.5` for 0.5."""
+    return f"{value:g}"
+
+
+def download_timeout(request_timeout: float) -> str:
+    return f"Download timeout ({seconds(request_timeout)}s)"
+
+
+def processing_timeout(job_timeout: float) -> str:
+    return f"Processing timeout ({seconds(job_timeout)}s exceeded)"
+
+
+def shutdown(grace: float) -> str:
+    return f"Interrupted by shutdown ({seconds(grace)}s grace exceeded)"
+
+
+def http_status(status: int, reason: str) -> str:
+    """`HTTP 404 Not Found`: the standard phrase, whatever the server sent with the code."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = reason or "Error"
+    return f"HTTP {status} {phrase}"
+
+
+def connection_refused(where: str) -> str:
+    return f"Connection refused ({where})"
+
+
+def host_not_found(where: str) -> str:
+    return f"Host not found ({where})"
+
+
+def connection_reset(where: str) -> str:
+    return f"Connection reset ({where})"
+
+
+def tls_error(where: str) -> str:
+    return f"TLS error ({where})"
+
+
+def connection_failed(where: str) -> str:
+    return f"Connection failed ({where})"
+
+
+def incomplete(done: int, total: int) -> str:
+    return f"Incomplete download: got {done} of {total} bytes"
+
+
+def oversized(total: int) -> str:
+    return f"Server sent more than the {total} bytes it announced"
+
+
+def too_many_redirects(limit: int) -> str:
+    return f"too many redirects (more than {limit})"
+
+
+def private_address(host: str, address: object) -> str:
+    return f"refused: {host} resolves to a private address ({address}); set DQ_ALLOW_PRIVATE_NETWORKS=1 to allow it"
+
+
+def unexpected(error: BaseException) -> str:
+    """An exception no download error covers: its type and the first line of its text."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+# --- albums and playlists ----------------------------------------------------------------
+def tracks_failed(failed: int, total: int) -> str:
+    return f"{failed} of {total} tracks failed"
+
+
+def playlist_entry(line: int, error: str) -> str:
+    """A playlist entry that could not become a track, as its failed track reads."""
+    return f"line {line}: {error}"
+
+
+def playlist_unfetchable(reason: object) -> str:
+    return f"Playlist could not be fetched: {reason}"
+
+
+def playlist_is_web_page(content_type: str) -> str:
+    return f"Not an M3U playlist: the server sent a web page ({content_type})"
+
+
+PLAYLIST_IS_MARKUP = "Not an M3U playlist: the server sent markup"
+PLAYLIST_EMPTY = "Playlist has no usable entry: it lists no tracks"
+
+
+def playlist_too_large(limit_bytes: int) -> str:
+    return f"Playlist is larger than {limit_bytes // (1024 * 1024)} MiB"
+
+
+def playlist_unusable(refused: int, first_line: int, first_error: str | None) -> str:
+    return f"Playlist has no usable entry: {refused} refused, the first at line {first_line}: {first_error}"

@@ -1,0 +1,107 @@
+"""What `jobs.rq_compat` and the worker's hooks assume about RQ: fails loudly on an RQ upgrade
+that changes any of it (see the compatibility module's docstring). That RQ runs our
+exception handler in the horse before `handle_job_failure` is shown by behaviour in
+test_worker_inprocess.py: without it every failure would read "Download process died"."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import redis
+import rq
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.registry import FailedJobRegistry
+from rq.worker import Worker
+
+from jobs import keys, rq_compat
+from jobs.connection import SERIALIZER
+from jobs.worker import DownloadWorker
+
+pytestmark = pytest.mark.timeout(30)
+
+# Each hook DownloadWorker overrides, and the parameters it reads by name.
+HOOKS = {
+    "bootstrap": {"logging_level", "date_format", "log_format"},
+    "main_work_horse": {"job", "queue"},
+    "prepare_job_execution": {"job"},
+    "execute_job": {"job", "queue"},
+    "handle_execution_ended": {"job"},
+    "handle_job_success": {"job", "execution"},
+    "handle_job_failure": {"job", "exc_string", "execution"},
+}
+
+
+def test_rq_is_the_minor_version_the_overrides_were_checked_against() -> None:
+    assert rq.__version__.startswith("3.0."), rq.__version__
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS))
+def test_each_overridden_hook_still_takes_the_arguments_we_read(hook: str) -> None:
+    parameters = set(inspect.signature(getattr(Worker, hook)).parameters)
+    assert HOOKS[hook] <= parameters
+
+
+def test_the_worker_overrides_nothing_private_of_rq() -> None:
+    ours = {name for name in vars(DownloadWorker) if not name.startswith("__")}
+    overridden = {name for name in ours if hasattr(Worker, name)}
+    assert {name for name in overridden if name.startswith("_")} == set()
+    assert overridden == set(HOOKS)
+
+
+def test_hook_arguments_binds_by_rq_signature_and_refuses_unknown_ones() -> None:
+    bound = rq_compat.hook_arguments(Worker.handle_job_failure, object(), ("job", "queue"), {"exc_string": "x"})
+    assert bound.arguments["job"] == "job" and bound.arguments["exc_string"] == "x"
+    assert bound.arguments["execution"] is None
+    with pytest.raises(TypeError):
+        rq_compat.hook_arguments(Worker.handle_job_failure, object(), ("job", "queue"), {"no_such_argument": 1})
+
+
+def test_rq_stores_the_maintenance_lock_value_we_recognise(connection: redis.Redis) -> None:
+    queue = Queue("compat", connection=connection)
+    assert queue.acquire_maintenance_lock()
+    assert connection.get(keys.maintenance_lock("compat")) == rq_compat.MAINTENANCE_LOCK_VALUE
+
+
+def test_record_failure_marks_the_job_failed_with_our_text(connection: redis.Redis) -> None:
+    queue = Queue("compat", connection=connection, serializer=SERIALIZER)
+    job = queue.enqueue("jobs.track.download_track", "http://example.com/x")
+    job.set_status(JobStatus.STARTED)
+    with connection.pipeline() as pipeline:
+        pipeline.multi()
+        rq_compat.record_failure(job, "Recovered from server crash while processing", pipeline)
+        pipeline.execute()
+    fetched = Job.fetch(job.id, connection=connection, serializer=SERIALIZER)
+    assert fetched.get_status() == JobStatus.FAILED
+    assert job.id in FailedJobRegistry("compat", connection=connection).get_job_ids(cleanup=False)
+    latest = fetched.latest_result()
+    assert latest is not None and latest.exc_string == "Recovered from server crash while processing"
+
+
+def test_our_key_names_are_the_ones_rq_writes(connection: redis.Redis) -> None:
+    queue = Queue("compat", connection=connection, serializer=SERIALIZER)
+    parent = queue.enqueue("jobs.track.download_track", "http://example.com/a")
+    child = queue.enqueue("jobs.track.download_track", "http://example.com/b", depends_on=parent)
+    assert connection.exists(keys.job(child.id))
+    assert connection.exists(keys.job_dependencies(child.id))
+    assert connection.exists(keys.job_dependents(parent.id))
+    assert connection.lrange(keys.queue("compat"), 0, -1) == [parent.id.encode()]
+
+
+def test_rq_stores_the_job_and_worker_fields_we_read_directly(connection: redis.Redis) -> None:
+    queue = Queue("compat", connection=connection, serializer=SERIALIZER)
+    job = queue.enqueue("jobs.track.download_track", "http://example.com/a", meta={"path": "x"})
+    worker = Worker([queue], connection=connection, name="compat-worker")
+    worker.register_birth()
+    with connection.pipeline() as pipeline:
+        job.prepare_for_execution(worker.name, pipeline)
+        pipeline.execute()
+    fields = {key.decode() for key in connection.hkeys(keys.job(job.id))}
+    assert {"status", "meta", "origin", "worker_name", "started_at", "timeout"} <= fields
+    assert connection.hget(keys.job(job.id), "status") == b"started"
+    assert SERIALIZER.loads(connection.hget(keys.job(job.id), "meta")) == {"path": "x"}
+    worker_fields = {key.decode() for key in connection.hkeys(keys.worker(worker.name))}
+    assert {"hostname", "pid", "birth"} <= worker_fields
+    worker.register_death()
+    assert connection.hexists(keys.worker(worker.name), "death")
