@@ -12,22 +12,25 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from typing import Any, NoReturn, TextIO
 
 import click
 import redis
 
 from config import Settings, SettingsError
-from jobs import display, history
+from jobs import display, history, listing, terminal
 from jobs.connection import RedisUnavailable, connect
 from jobs.enqueue import TrackRequest, enqueue_album, enqueue_playlist, enqueue_tracks
 from jobs.errors import InvalidRequest
+from jobs.ids import AmbiguousId, resolve_all
 from jobs.logs import configure_logging
 from jobs.stats import stats
-from jobs.views import ENDED, PARTIAL, STATES, job_view, list_jobs, views_of
+from jobs.views import ENDED, PARTIAL, STATES, job_view, list_jobs, views_of, waited_views
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REDIS = 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 WATCH_INTERVAL = 0.5
 ALL_EVENTS = "*"  # what `--history` without an id stands for
 
@@ -154,7 +157,10 @@ def enqueue(
     if album_name is not None:
         sys.exit(enqueue_album_command(settings, album_name, [r.url for r in requests_], dest, as_json, wait))
     connection = open_redis(settings)
-    jobs = enqueue_tracks(connection, settings, requests_)
+    try:
+        jobs = enqueue_tracks(connection, settings, requests_)
+    except InvalidRequest as error:
+        fail(f"{error} (nothing was enqueued)", EXIT_BAD_INPUT)
     print_enqueued([job_view(job) for job in jobs], as_json)
     if wait:
         sys.exit(wait_for(connection, [job.id for job in jobs]))
@@ -196,36 +202,44 @@ def print_enqueued(views: list[dict[str, Any]], as_json: bool) -> None:
             click.echo(view["id"])
 
 
-def wait_for(connection: redis.Redis, job_ids: list[str], *, clock: Callable[[], float] = time.monotonic) -> int:
-    """Follow jobs until each ended: bars in a terminal, a line per state change otherwise."""
+def wait_for(connection: redis.Redis, job_ids: list[str]) -> int:
+    """Follow jobs until each ended: bars in a terminal, a line per state change otherwise.
+
+    Ctrl-C stops the waiting, not the jobs: it says so and how to delete them (exit 130).
+    """
     tty = sys.stderr.isatty()
     seen: dict[str, str] = {}
-    drawn = 0
-    while True:
-        views = views_of(connection, job_ids)
-        gone = len(job_ids) - len(views)
-        if tty:
-            block = display.bars(views)
-            if drawn:
-                click.echo(f"\x1b[{drawn}F\x1b[J", nl=False, err=True)
-            click.echo(block, err=True)
-            drawn = block.count("\n") + 1
-        else:
-            for view in views:
-                if seen.get(view["id"]) != view["state"]:
-                    seen[view["id"]] = view["state"]
-                    click.echo(display.line(view), err=True)
-        if all(view["state"] in ENDED for view in views):
-            ok = gone == 0 and all(view["state"] == "completed" for view in views)
-            if gone:
-                click.echo(f"{gone} job(s) were deleted while waiting", err=True)
-            return 0 if ok else EXIT_FAILED
-        time.sleep(WATCH_INTERVAL)
+    top: list[dict[str, Any]] | None = None
+    screen = terminal.live(terminal.console(sys.stderr)) if tty else None
+    try:
+        with screen if screen is not None else nullcontext():
+            while True:
+                top, tracks_of = waited_views(connection, job_ids)
+                if screen is not None:
+                    screen.update(terminal.Bars(top, tracks_of), refresh=True)
+                else:
+                    for view in top + [track for tracks in tracks_of.values() for track in tracks]:
+                        if seen.get(view["id"]) != view["state"]:
+                            seen[view["id"]] = view["state"]
+                            click.echo(display.line(view), err=True)
+                if all(view["state"] in ENDED for view in top):
+                    break
+                time.sleep(WATCH_INTERVAL)
+    except KeyboardInterrupt:
+        going = job_ids if top is None else [view["id"] for view in top if view["state"] not in ENDED]
+        click.echo(display.stopped_waiting(going), err=True)
+        return EXIT_INTERRUPTED
+    gone = len(job_ids) - len(views_of(connection, job_ids))
+    if gone:
+        click.echo(display.deleted_while_waiting(gone), err=True)
+    return 0 if gone == 0 and all(view["state"] == "completed" for view in top) else EXIT_FAILED
 
 
 @main.command(name="jobs")
 @click.option("--state", type=click.Choice(STATES + (PARTIAL,)), default=None, help="Only jobs in this state.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of job objects.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N (default: a screenful).")
+@click.option("--all", "show_all", is_flag=True, help="Show every job kept, however many.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of every job object.")
 @click.option("--watch", is_flag=True, help="Keep showing live progress until interrupted.")
 @click.option(
     "--history",
@@ -236,13 +250,30 @@ def wait_for(connection: redis.Redis, job_ids: list[str], *, clock: Callable[[],
     metavar="[ID]",
     help="Show the event history (of one job or album), deleted jobs included.",
 )
-def jobs_command(state: str | None, as_json: bool, watch: bool, history_of: str | None) -> None:
-    """List jobs and albums still kept in Redis (completed for a day, failed for a week)."""
+def jobs_command(
+    state: str | None, limit: int | None, show_all: bool, as_json: bool, watch: bool, history_of: str | None
+) -> None:
+    """List jobs and albums: running first, then queued, then the latest finished.
+
+    On a terminal: a table cut to its width and height, a header and totals, each album one
+    entry. Piped: one plain line per job and album, nothing cut. Completed jobs are kept for a
+    day, failed ones for a week.
+    """
+    if limit is not None and show_all:
+        fail("--limit and --all exclude each other", EXIT_BAD_INPUT)
+    if as_json and (limit is not None or show_all):
+        fail("--json prints every job; --limit and --all are for the listing", EXIT_BAD_INPUT)
     settings = load_settings()
     connection = open_redis(settings)
     if history_of is not None:
         one = None if history_of == ALL_EVENTS else history_of
         events = history.read(connection, one)
+        if one and not events:
+            # A prefix; it may name a job only the history still knows (deleted, expired).
+            everything = history.read(connection, limit=history.MAX_EVENTS)
+            known = {event[field] for event in everything for field in ("job", "album") if event[field]}
+            one = resolved(connection, [one], known)[0]
+            events = history.read(connection, one)
         if as_json:
             click.echo(json.dumps(events, indent=2))
         elif one and not events:
@@ -253,22 +284,42 @@ def jobs_command(state: str | None, as_json: bool, watch: bool, history_of: str 
     if as_json:
         click.echo(json.dumps(list_jobs(connection, settings, state), indent=2))
         return
-    if not watch:
-        click.echo(jobs_table(list_jobs(connection, settings, state)))
-        return
-    drawn = 0
     tty = sys.stdout.isatty()
+    fit_screen = limit is None and not show_all
+
+    def table(bars: bool = False) -> terminal.JobsTable:
+        views = list_jobs(connection, settings)
+        return terminal.JobsTable(views, state=state, limit=limit, fit_screen=fit_screen, bars=bars)
+
+    def plain() -> str:
+        views = listing.ordered(list_jobs(connection, settings, state))
+        return display.plain_listing(views[:limit] if limit is not None else views)
+
+    if not watch:
+        if tty:
+            terminal.console(sys.stdout).print(table())
+        else:
+            click.echo(plain())
+        return
     try:
-        while True:
-            views = list_jobs(connection, settings, state)
-            block = display.bars(views) if tty else jobs_table(views)
-            if tty and drawn:
-                click.echo(f"\x1b[{drawn}F\x1b[J", nl=False)
-            click.echo(block if tty else block + "\n")
-            drawn = block.count("\n") + 1
-            time.sleep(WATCH_INTERVAL if tty else 2.0)
+        if not tty:
+            while True:
+                click.echo(plain() + "\n")
+                time.sleep(2.0)
+        with terminal.live(terminal.console(sys.stdout)) as screen:
+            while True:
+                screen.update(table(bars=True), refresh=True)
+                time.sleep(WATCH_INTERVAL)
     except KeyboardInterrupt:
         pass
+
+
+def resolved(connection: redis.Redis, ids: Sequence[str], known: Iterable[str] = ()) -> list[str]:
+    """Full ids for what was typed (any unique prefix of 6+ characters); exit 2 when ambiguous."""
+    try:
+        return resolve_all(connection, ids, known)
+    except AmbiguousId as error:
+        fail(f"{error} (nothing was changed)", EXIT_BAD_INPUT)
 
 
 def event_line(event: dict[str, Any]) -> str:
@@ -279,28 +330,6 @@ def event_line(event: dict[str, Any]) -> str:
     if event.get("album") and event["album"] != event["job"]:
         parts.append(f"(album {event['album']})")
     return "  ".join(parts)
-
-
-def jobs_table(views: list[dict[str, Any]]) -> str:
-    """The plain listing, with each album's failed tracks and their errors under it."""
-    if not views:
-        return display.table(views)
-    lines = []
-    for view in views:
-        lines.append(display.line(view))
-        if view.get("kind") == "album":
-            lines.extend(failure_lines(view))
-    return "\n".join(lines)
-
-
-def failure_lines(view: dict[str, Any]) -> list[str]:
-    """Indented lines naming an album's failed tracks and why, for `bin/jobs`."""
-    lines = []
-    for track in view.get("failed_tracks") or []:
-        label = track.get("title") or track.get("url") or ""
-        where = track["id"] or "not enqueued"
-        lines.append(f"    failed track {where}: {label}: {track.get('error') or 'failed'}")
-    return lines
 
 
 @main.command()
@@ -315,7 +344,7 @@ def delete(ids: Sequence[str]) -> None:
     configure_logging()  # the deletion events are log lines too (on stderr; stdout stays the contract)
     settings = load_settings()
     connection = open_redis(settings)
-    outcomes = delete_jobs(connection, settings, ids)
+    outcomes = delete_jobs(connection, settings, resolved(connection, ids))
     for item_id, outcome in outcomes:
         click.echo(f"{item_id} {outcome}")
     if any(outcome == NOT_FOUND for _, outcome in outcomes):

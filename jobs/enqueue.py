@@ -3,6 +3,8 @@
 Every request is validated before anything is written, and each call writes in one
 transaction, so a refused request (InvalidRequest) changes nothing and an accepted one is
 whole: the jobs, their `enqueued` history events and the album record appear together.
+Validation includes the workers' private-network setting (`jobs.published`): a URL they would
+refuse as private is refused here, before it is queued.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from jobs.connection import SERIALIZER
 from jobs.errors import InvalidRequest
 from jobs.naming import album_folder, album_name, number_width, playlist_album_name, track_stem
 from jobs.paths import check_dest, check_name, check_url
+from jobs.published import refuse_private_urls
 from jobs.tombstones import is_deleted
 
 TRACK_FUNC = "jobs.track.download_track"
@@ -78,6 +81,7 @@ def track_job_data(request: TrackRequest, settings: Settings, job_id: str | None
 def enqueue_tracks(connection: redis.Redis, settings: Settings, requests: Sequence[TrackRequest]) -> list[Job]:
     """Validate every request first, then enqueue them all in one pipeline (all or nothing)."""
     checked = [request.checked() for request in requests]
+    refuse_private_urls(connection, settings, [request.url for request in checked])
     queue = get_queue(connection, settings)
     with connection.pipeline() as pipeline:
         jobs = queue.enqueue_many([track_job_data(r, settings) for r in checked], pipeline=pipeline)
@@ -128,6 +132,7 @@ def enqueue_album(
         raise InvalidRequest("an album needs at least one URL")
     record = AlbumRecord(id=new_album_id(), name=name, folder=folder, source=SOURCE_TRACKS, created_at=time.time())
     _track_requests(record.id, folder, tracks, number_width(len(tracks)))  # validate before writing
+    refuse_private_urls(connection, settings, [track.url for track in tracks])
     with connection.pipeline() as pipeline:
         history.record(
             pipeline, record.id, history.ENQUEUED, f"album {record.name}: {len(tracks)} tracks", album_id=record.id
@@ -144,6 +149,7 @@ def enqueue_playlist(
 ) -> tuple[AlbumRecord, Job]:
     """An album whose tracks a worker reads from the M3U/M3U8 playlist at `url`."""
     url = check_url(url)
+    refuse_private_urls(connection, settings, [url])
     folder_name = album_name(name) if name else playlist_album_name(url)
     record = AlbumRecord(
         id=new_album_id(),

@@ -9,6 +9,8 @@ Our own keys live under `dq:`:
     dq:album:<album id>   hash: one album's record
     dq:albums             sorted set of album ids, scored by creation time
     dq:events             stream: the event history
+    dq:published          hash: what each running supervisor tells the commands that enqueue
+                          (field `<hostname>:<pid>`, see `jobs.published`)
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from rq.worker import BaseWorker
 TOMBSTONES = "dq:deleted"
 EVENTS = "dq:events"
 ALBUMS = "dq:albums"
+PUBLISHED = "dq:published"
 _FAILURE_REASON_PREFIX = "dq:reason:"
 _ALBUM_PREFIX = "dq:album:"
 # Some of RQ's key names exist only on instances, which want a connection: redis-py's client

@@ -79,6 +79,26 @@ def private_address(host: str, address: object) -> str:
     return f"refused: {host} resolves to a private address ({address}); set DQ_ALLOW_PRIVATE_NETWORKS=1 to allow it"
 
 
+# Where the workers' setting is made: what the enqueue-time refusal tells the user to change.
+PRIVATE_NETWORKS_WHERE = (
+    "set DQ_ALLOW_PRIVATE_NETWORKS=1 in bin/up's environment, supervisord's environment= or the systemd env file"
+)
+
+
+def private_network_refused(host: str, address: object, *, literal: bool, published: bool) -> str:
+    """A URL refused at enqueue because its host is private and the workers would refuse it.
+
+    `published`: judged by the running supervisors' setting (else by the enqueuing command's own).
+    """
+    if literal:
+        what = f"{host} is a private address ({address})"
+    else:
+        what = f"{host} resolves only to private addresses ({address})"
+    if published:
+        return f"refused: {what}; the workers do not allow private networks: {PRIVATE_NETWORKS_WHERE}, then restart"
+    return f"refused: {what}; private networks are not allowed: {PRIVATE_NETWORKS_WHERE}"
+
+
 def unexpected(error: BaseException) -> str:
     """An exception no download error covers: its type and the first line of its text."""
     text = str(error).strip()

@@ -42,6 +42,14 @@ def check_url(url: str) -> str:
     return url
 
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def is_private_address(address: Address) -> bool:
+    """Loopback, private, link-local or unspecified: what DQ_ALLOW_PRIVATE_NETWORKS=0 refuses."""
+    return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
+
+
 def refuse_private_address(url: str) -> None:
     """Refuse URLs whose host resolves to loopback, private or link-local addresses.
 
@@ -56,8 +64,45 @@ def refuse_private_address(url: str) -> None:
         return  # the download itself reports the DNS failure
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
-        if address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified:
+        if is_private_address(address):
             raise InvalidRequest(messages.private_address(host, address))
+
+
+def address_literal(host: str) -> Address | None:
+    """The address a host name spells, in any form an HTTP client accepts, else None.
+
+    `ipaddress` reads the usual forms (`127.0.0.1`, `::ffff:127.0.0.1`, `fe80::1%eth0`);
+    `inet_aton` the shorthands the C resolver also accepts (`127.1`, `2130706433`,
+    `0x7f000001`, `0177.0.0.1`).
+    """
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])  # a zone id names no other host
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def private_host(host: str, port: int | None) -> tuple[Address, bool] | None:
+    """For a check at enqueue: `(address, literal)` when `host` is a private address literal, or
+    a name that resolves only to private addresses; None otherwise, and when it does not resolve
+    at all (the worker then reports the DNS failure as the job's error)."""
+    literal = address_literal(host)
+    if literal is not None:
+        if not is_private_address(literal):
+            return None
+        mapped = literal.ipv4_mapped if isinstance(literal, ipaddress.IPv6Address) else None
+        return (mapped or literal), True
+    try:
+        infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    if addresses and all(is_private_address(address) for address in addresses):
+        return addresses[0], False
+    return None
 
 
 def sanitize_filename(name: str) -> str:

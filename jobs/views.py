@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import Any
 
 import redis
@@ -110,6 +111,10 @@ def job_view(job: Job) -> dict[str, Any]:
         if state == COMPLETED and result.get("bytes") is not None:
             view["progress"]["bytes_done"] = result["bytes"]
             view["progress"]["bytes_total"] = view["progress"]["bytes_total"] or result["bytes"]
+    # The saved file's name, once known: the final path a running download writes to (its meta),
+    # then where the completed job put it. None while queued or when nothing was written.
+    saved = view.get("path") or meta.get("path")
+    view["file"] = PurePath(saved).name if isinstance(saved, str) and saved else None
     return view
 
 
@@ -245,3 +250,18 @@ def views_of(connection: redis.Redis, ids: Iterable[str]) -> list[dict[str, Any]
             continue
         views.extend(job_view(job) for job in fetch_jobs(connection, [item_id]))
     return views
+
+
+def waited_views(
+    connection: redis.Redis, job_ids: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The jobs and albums waited for (an album's own tracks not among them), and each album's
+    track views in album order (a playlist's once a worker has read it)."""
+    views = views_of(connection, job_ids)
+    albums = {view["id"]: view for view in views if view.get("kind") == "album"}
+    known = {view["id"]: view for view in views}
+    missing = [track for one in albums.values() for track in one.get("track_ids") or [] if track not in known]
+    known.update({job.id: job_view(job) for job in fetch_jobs(connection, missing)})
+    top = [view for view in views if view.get("album_id") not in albums]
+    tracks_of = {key: [known[t] for t in one.get("track_ids") or [] if t in known] for key, one in albums.items()}
+    return top, tracks_of

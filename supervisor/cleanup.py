@@ -13,6 +13,9 @@ supervisors, or a worker's own maintenance, never clean the same job twice):
 5. jobs stranded in RQ's intermediate list (a worker died between taking a job off the
    queue and registering it as started) go back to the front of the queue: they never ran.
 
+Before taking the lock, and at startup, it also refreshes this supervisor's publication of
+its workers' settings (`jobs.published`), which `bin/enqueue` judges private URLs by.
+
 It reads only the StartedJobRegistry and the registries' expired ranges (ZREMRANGEBYSCORE),
 never a key scan, so its cost does not grow with 100 000 finished or failed jobs.
 """
@@ -34,7 +37,7 @@ from rq.rate_limit import RateLimitRegistry
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ReadyJobRegistry
 
 from config import Settings
-from jobs import history, keys, messages
+from jobs import history, keys, messages, published
 from jobs.connection import SERIALIZER, reply_text
 from jobs.failure import fail_started_job, set_failure_reason
 from jobs.paths import PART_SUFFIX, remove_part_file
@@ -140,6 +143,7 @@ class Cleanup:
     watched_parts: dict[str, str] = field(default_factory=dict)
     # job id → when (loop clock) it was first seen in RQ's intermediate list and not started
     stranded_since: dict[str, float] = field(default_factory=dict)
+    publisher: str = field(default_factory=published.publisher_id)
 
     @classmethod
     def create(cls, connection: redis.Redis, settings: Settings, **recovery_options: object) -> Cleanup:
@@ -155,6 +159,7 @@ class Cleanup:
         transaction, so the lock only saves duplicate work, while starting the workers
         before recovery would let RQ's own maintenance fail these jobs with its generic text.
         """
+        self.publish()
         deadline = clock() + STARTUP_LOCK_WAIT
         locked = self.lock.acquire(clock())
         while not locked and clock() < deadline:
@@ -202,6 +207,7 @@ class Cleanup:
     # --- every DQ_CLEANUP_INTERVAL --------------------------------------------------------
     def run(self, now: float) -> CleanupReport:
         """One cleanup round; `now` is the loop's monotonic clock (for pending kills)."""
+        self.publish()
         if not self.lock.acquire(now):
             return CleanupReport(skipped=True)
         try:
@@ -313,6 +319,14 @@ class Cleanup:
         for rate_limits in RateLimitRegistry.all(self.connection):
             rate_limits.cleanup()
         worker_registration.clean_worker_registry(queue)
+
+    def publish(self) -> None:
+        """Tell the commands that enqueue what our workers allow (refreshes its expiry)."""
+        published.publish(self.connection, self.settings, self.publisher)
+
+    def withdraw(self) -> None:
+        """Remove our publication: after a clean shutdown no worker of ours runs."""
+        published.withdraw(self.connection, self.publisher)
 
     # --- shutdown ---------------------------------------------------------------------------
     def interrupt(self, workers: Mapping[str, int], message: str) -> list[str]:

