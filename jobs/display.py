@@ -21,10 +21,10 @@ from urllib.parse import unquote, urlsplit
 from rich.cells import cell_len, set_cell_size
 
 from jobs.album import ALBUM_ID_PREFIX
+from jobs.views import ENDED
 
 ELLIPSIS = "…"
 SHORT_ID = 8  # characters of a job id shown on a terminal (`bin/delete` takes unique prefixes)
-ENDED = ("completed", "failed", "partial")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

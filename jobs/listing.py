@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs import display
+from jobs.views import PROCESSING, QUEUED
 
-RUNNING, WAITING = ("processing",), ("queued",)
+RUNNING, WAITING = (PROCESSING,), (QUEUED,)
 
 
 @dataclass(frozen=True)

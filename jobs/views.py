@@ -156,8 +156,11 @@ def derive_state(states: Sequence[str]) -> str:
 def album_view(
     connection: redis.Redis, record: album.AlbumRecord, known: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, Any] | None:
-    """The album as `bin/jobs --json` shows it; None when none of its jobs is left."""
-    known = dict(known or {})
+    """The album as `bin/jobs --json` shows it; None when none of its jobs is left.
+
+    `known`: job views already read, by id; the album's other jobs are read and added to it.
+    """
+    known = {} if known is None else known
     missing = [job_id for job_id in record.job_ids if job_id not in known]
     for job in fetch_jobs(connection, missing):
         known[job.id] = job_view(job)
@@ -238,17 +241,26 @@ def with_albums(connection: redis.Redis, views: list[dict[str, Any]]) -> list[di
     return [view for view in views if view.get("kind") != "playlist"] + albums
 
 
-def views_of(connection: redis.Redis, ids: Iterable[str]) -> list[dict[str, Any]]:
-    """Views of these jobs and albums, in order; ids that no longer exist are left out."""
+def views_of(
+    connection: redis.Redis, ids: Iterable[str], known: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Views of these jobs and albums, in order; ids that no longer exist are left out.
+
+    Every job view read (an album's tracks too) is added to `known`, and none is read twice.
+    """
+    known = {} if known is None else known
     views = []
     for item_id in ids:
         record = album.load(connection, item_id) if item_id.startswith(album.ALBUM_ID_PREFIX) else None
         if record is not None:
-            view = album_view(connection, record)
+            view = album_view(connection, record, known)
             if view is not None:
                 views.append(view)
             continue
-        views.extend(job_view(job) for job in fetch_jobs(connection, [item_id]))
+        if item_id not in known:
+            known.update({job.id: job_view(job) for job in fetch_jobs(connection, [item_id])})
+        if item_id in known:
+            views.append(known[item_id])
     return views
 
 
@@ -257,11 +269,9 @@ def waited_views(
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """The jobs and albums waited for (an album's own tracks not among them), and each album's
     track views in album order (a playlist's once a worker has read it)."""
-    views = views_of(connection, job_ids)
+    known: dict[str, dict[str, Any]] = {}
+    views = views_of(connection, job_ids, known)  # reads every album's tracks into `known` too
     albums = {view["id"]: view for view in views if view.get("kind") == "album"}
-    known = {view["id"]: view for view in views}
-    missing = [track for one in albums.values() for track in one.get("track_ids") or [] if track not in known]
-    known.update({job.id: job_view(job) for job in fetch_jobs(connection, missing)})
     top = [view for view in views if view.get("album_id") not in albums]
     tracks_of = {key: [known[t] for t in one.get("track_ids") or [] if t in known] for key, one in albums.items()}
     return top, tracks_of

@@ -38,8 +38,15 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def supervisor_lock(settings: Settings, label: str) -> StateLock:
-    return StateLock(settings.state_dir, SUPERVISOR, label)
+def supervisor_lock(settings: Settings, label: str) -> StateLock | None:
+    """This state dir's supervisor lock, taken; None (logged) when another process holds it."""
+    lock = StateLock(settings.state_dir, SUPERVISOR, label)
+    try:
+        lock.acquire()
+    except StateDirBusy as error:
+        log.error("%s", error)
+        return None
+    return lock
 
 
 def run_supervise(
@@ -48,10 +55,7 @@ def run_supervise(
     configure_logging()
     if lock is None:
         lock = supervisor_lock(settings, "dq supervise")
-        try:
-            lock.acquire()
-        except StateDirBusy as error:
-            log.error("%s", error)
+        if lock is None:
             return EXIT_BUSY
     try:
         return _supervise(settings, watchdog)
@@ -100,10 +104,7 @@ def run_up(settings: Settings) -> int:
         log.error("%s", error)
         return 2
     lock = supervisor_lock(settings, "dq up")
-    try:
-        lock.acquire()
-    except StateDirBusy as error:
-        log.error("%s", error)
+    if lock is None:
         return EXIT_BUSY
     server: RedisServer | None = None
     if settings.embedded_redis:

@@ -71,6 +71,23 @@ def fault_server() -> Iterator[FaultServer]:
     server.stop()
 
 
+def spawn_dq(command: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen[str]:
+    """`dq <command>` as a real process in its own session, its output (both streams) to `log_path`."""
+    log_file = open(log_path, "w")  # noqa: SIM115 (the child holds it; ours closes below)
+    try:
+        return subprocess.Popen(
+            [DQ, command],
+            env=dict(env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    finally:
+        log_file.close()
+
+
 def stop_process(process: subprocess.Popen[str], timeout: float, kill: Callable[[], None] | None = None) -> None:
     """SIGTERM, then `kill` (default: SIGKILL of the process) if it is still there after `timeout`."""
     if process.poll() is not None:
@@ -124,16 +141,7 @@ def start_service(tmp_path: Path, connection: redis.Redis) -> Iterator[Callable[
         log_name: str | None = None,
     ) -> Service:
         log_path = tmp_path / (log_name or f"{command}-{len(started)}.log")
-        log_file = open(log_path, "w")  # noqa: SIM115 (closed with the process)
-        process = subprocess.Popen(
-            [DQ, command],
-            env=dict(env),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+        process = spawn_dq(command, env, log_path)
         service = Service(process, log_path)
         started.append(service)
         expected = wait_workers if wait_workers is not None else int(env.get("DQ_WORKERS", "4"))
@@ -155,16 +163,7 @@ def start_dashboard(tmp_path: Path) -> Iterator[Callable[..., Dashboard]]:
 
     def start(env: Mapping[str, str], connect_host: str = "127.0.0.1") -> Dashboard:
         log_path = tmp_path / f"dashboard-{len(started)}.log"
-        log_file = open(log_path, "w")  # noqa: SIM115 (closed with the process)
-        process = subprocess.Popen(
-            [DQ, "dashboard"],
-            env=dict(env),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=ROOT,
-            start_new_session=True,
-        )
+        process = spawn_dq("dashboard", env, log_path)
         dashboard = Dashboard(process, f"http://{connect_host}:{env['DQ_DASHBOARD_PORT']}/", log_path)
         started.append(dashboard)
 
