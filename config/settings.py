@@ -48,6 +48,22 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be 0 or 1, got {raw!r}")
 
 
+def _delays(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    values = []
+    for piece in raw.split(","):
+        try:
+            value = float(piece)
+        except ValueError:
+            raise SettingsError(f"{name} must be seconds separated by commas (like 1,2,5,10), got {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")) or value < 0:
+            raise SettingsError(f"{name} must list finite seconds of at least 0, got {raw!r}")
+        values.append(value)
+    return tuple(values)
+
+
 def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -80,6 +96,18 @@ class Settings:
     dashboard_username: str | None = None
     dashboard_password: str | None = None
     allow_private_networks: bool = False
+    retries: int = 3  # a job gets up to 1 + retries attempts
+    retry_delays: tuple[float, ...] = (1, 2, 5, 10)  # the n-th retry waits the n-th value, the last repeats
+    retry_after_max: float = 300  # a server's Retry-After is honoured up to this
+    min_free_mb: float = 100  # free space a download must leave on the disk
+
+    @property
+    def max_attempts(self) -> int:
+        return 1 + self.retries
+
+    @property
+    def min_free_bytes(self) -> int:
+        return int(self.min_free_mb * 1_000_000)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +138,10 @@ class Settings:
             dashboard_username=username,
             dashboard_password=password,
             allow_private_networks=_flag(env, "DQ_ALLOW_PRIVATE_NETWORKS", False),
+            retries=int(_number(env, "DQ_RETRIES", 3, integer=True, minimum=0)),
+            retry_delays=_delays(env, "DQ_RETRY_DELAYS", (1, 2, 5, 10)),
+            retry_after_max=_number(env, "DQ_RETRY_AFTER_MAX", 300, integer=False, minimum=0),
+            min_free_mb=_number(env, "DQ_MIN_FREE_MB", 100, integer=False, minimum=0),
         )
 
     @property

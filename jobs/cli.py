@@ -114,6 +114,7 @@ def read_url_lines(stream: TextIO) -> list[tuple[int, str]]:
 @click.option("--wait", is_flag=True, help="Show progress until the jobs end; exit 0 only if all completed.")
 @click.option("--album", "album_name", default=None, metavar="NAME", help="One album of the URLs, in DEST/NAME/.")
 @click.option("--playlist", "playlist_url", default=None, metavar="URL", help="One album from an M3U/M3U8 playlist.")
+@click.option("--force", is_flag=True, help="Enqueue even if the same download is queued; replace its file.")
 def enqueue(
     urls: Sequence[str],
     from_file: TextIO | None,
@@ -123,8 +124,12 @@ def enqueue(
     wait: bool,
     album_name: str | None,
     playlist_url: str | None,
+    force: bool,
 ) -> None:
     """Put one track job per URL on the queue; print one job id per line.
+
+    The same URL and destination as a job still queued or running prints that job's id
+    instead (--force enqueues anyway).
 
     With --album or --playlist: one album; its id is printed first, then its track ids.
     """
@@ -158,7 +163,7 @@ def enqueue(
         sys.exit(enqueue_album_command(settings, album_name, [r.url for r in requests_], dest, as_json, wait))
     connection = open_redis(settings)
     try:
-        jobs = enqueue_tracks(connection, settings, requests_)
+        jobs = enqueue_tracks(connection, settings, requests_, force=force)
     except InvalidRequest as error:
         fail(f"{error} (nothing was enqueued)", EXIT_BAD_INPUT)
     print_enqueued([job_view(job) for job in jobs], as_json)
@@ -348,6 +353,25 @@ def delete(ids: Sequence[str]) -> None:
     for item_id, outcome in outcomes:
         click.echo(f"{item_id} {outcome}")
     if any(outcome == NOT_FOUND for _, outcome in outcomes):
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("ids", nargs=-1, required=True)
+def retry(ids: Sequence[str]) -> None:
+    """Start failed jobs again with a fresh attempt budget; print `<id> retried|not found|not failed`.
+
+    An album id retries the album's failed tracks.
+    """
+    from jobs.requeue import RETRIED, retry_jobs
+
+    configure_logging()
+    settings = load_settings()
+    connection = open_redis(settings)
+    outcomes = retry_jobs(connection, resolved(connection, ids))
+    for item_id, outcome in outcomes:
+        click.echo(f"{item_id} {outcome}")
+    if any(outcome != RETRIED for _, outcome in outcomes):
         sys.exit(EXIT_FAILED)
 
 

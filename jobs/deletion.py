@@ -7,17 +7,18 @@ being "deleted", "cancelled" or "not found"; ids may name track jobs, playlist j
    meta and worker are read in the same transaction. From then on no write of a running
    download lands (progress, result, heartbeat, callbacks: see `jobs.worker`), and a worker
    that dequeues the job a moment later drops it before downloading.
-2. queued, completed, failed (any state but started): every key of the job is removed at
-   once (queue, every registry, results, executions, the job hash); files stay. Event
-   `deleted` with `Deleted by user`.
+2. queued, completed, failed, waiting for a retry (any state but started): every key of the
+   job is removed at once (queue, every registry, results, executions, the job hash); a
+   partial file kept for a retry goes too, and so does the folder its download created, if
+   that is left empty; completed files stay. Event `deleted` with `Deleted by user`.
 3. processing: the download stops by itself at its next progress write (about once a
    second while bytes flow), removing its `.part`. A download that writes nothing (a hung
    server) is stopped after COOPERATIVE_WAIT with RQ's stop command, which kills the horse.
    We return only once the worker has let go of the job (its execution is gone from the
    started registry, which the worker does after the horse stopped or after it closed the
-   connection and removed the `.part`), or its worker is gone. Then the `.part` (if the horse
-   was killed) and the job's keys are removed. Event `cancelled` with
-   `Cancelled by user during processing`.
+   connection and removed its partial file), or its worker is gone. Then the partial file (if
+   the horse was killed), the folder the download created (if left empty) and the job's keys
+   are removed. Event `cancelled` with `Cancelled by user during processing`.
 4. An album: its playlist job and all its tracks by these rules, then its record. Outcome
    `cancelled` when one of its jobs was running, else `deleted`.
 5. An unknown id: `not found`, nothing changed.
@@ -43,7 +44,7 @@ from jobs import album, history, keys, messages
 from jobs.connection import SERIALIZER, reply_text
 from jobs.download import PROGRESS_INTERVAL
 from jobs.executions import find_executions, remove_executions
-from jobs.paths import remove_part_file
+from jobs.parts import discard
 from jobs.tombstones import mark_deleted
 
 DELETED, CANCELLED, NOT_FOUND = "deleted", "cancelled", "not found"
@@ -63,6 +64,7 @@ class _Target:
     part_of: str | None  # the album id, if any
     kind: str
     final_path: str | None
+    created_dir: str | None
     worker_name: str | None
     origin: str
     stop_sent: bool = False
@@ -92,10 +94,14 @@ def delete_jobs(connection: redis.Redis, settings: Settings, ids: Sequence[str])
     # Queued ones go first, so that a worker freed by a stop below cannot pick one of them up.
     for target in idle:
         _finish(connection, target, history.DELETED, messages.DELETED)
+        discard(settings.download_dir, target.final_path, target.job_id, target.created_dir)
     _stop_all(connection, running)
     for target in running:
-        remove_part_file(settings.download_dir, target.final_path)
+        discard(settings.download_dir, target.final_path, target.job_id, target.created_dir)
         _finish(connection, target, history.CANCELLED, messages.CANCELLED)
+    # An album's tracks share its folder: only once every partial file is gone can it be empty.
+    for target in [*idle, *running]:
+        discard(settings.download_dir, target.final_path, target.job_id, target.created_dir)
 
     outcomes = []
     for request in requests_:
@@ -152,6 +158,7 @@ def _tombstone(connection: redis.Redis, settings: Settings, job_ids: list[str]) 
             part_of=meta.get("album_id"),
             kind=meta.get("kind", "track"),
             final_path=meta.get("path"),
+            created_dir=meta.get("created_dir"),
             worker_name=reply_text(worker_name),
             origin=reply_text(origin) or settings.queue_name,
         )

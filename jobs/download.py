@@ -1,26 +1,24 @@
-"""The HTTP download engine: one URL to one file, with the four limits downloaders need.
+"""The download engine: one URL to one file, resumable, never half a file at a final path.
 
-- connect timeout and idle (read) timeout: `request_timeout` each, enforced by the socket;
-- low-speed abort: fewer than `LOW_SPEED_LIMIT` bytes/s over a whole `request_timeout`
-  window fails as a timeout (curl's --speed-limit/--speed-time), so a server that trickles
-  a byte at a time cannot eat the job's budget;
-- total deadline: RQ's job timeout, which this module never catches.
-
-Bytes go to `<final>.part`, are fsynced, checked against Content-Length and only then
-renamed into place: a file at its final path is always complete.
+Bytes go to the job's own partial file (`<final>.<job id>.part`), are fsynced, checked
+against the announced length and only then claimed under the final name (`jobs.files.claim`:
+atomic, never over another download's file). A later attempt resumes from the partial file
+with `Range` + `If-Range`: a 206 that starts where the file ends is appended, anything else
+starts again from zero. The total deadline is RQ's job timeout, which this module never catches.
 """
 
 from __future__ import annotations
 
+import errno
 import http.client
 import os
-import socket
-import ssl
+import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from typing import BinaryIO
 
 import requests
 import urllib3.exceptions
@@ -28,28 +26,34 @@ import urllib3.exceptions
 from jobs import messages
 from jobs.errors import (
     ConnectionFailed,
+    DiskFull,
     DownloadTimeout,
-    HTTPStatusError,
+    FinalError,
     IncompleteBody,
-    InvalidRequest,
+    JobDeleted,
+    NotAFile,
+    OversizedBody,
 )
+from jobs.files import claim, first_missing_dir, free_bytes, fsync_dir, numbered
+from jobs.http import LOW_SPEED_LIMIT, RANGE_NOT_SATISFIABLE, StallGuard, connection_message, content_length, wraps
+from jobs.http import open_response as open_response
 from jobs.paths import (
-    check_url,
     confined,
     filename_from_content_disposition,
     filename_from_url,
     part_path,
-    refuse_private_address,
     sanitize_filename,
 )
 
 CHUNK_BYTES = 1024 * 1024
-LOW_SPEED_LIMIT = 1024  # bytes per second, averaged over one request-timeout window
 PROGRESS_INTERVAL = 1.0  # seconds between progress reports
-MAX_REDIRECTS = 10
-USER_AGENT = "download-queue/0.1"
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+HTML_SUFFIXES = (".html", ".htm")
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 ProgressCallback = Callable[[int, int | None], None]
+OwnerLookup = Callable[[Path], str | None]
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Downloaded:
     path: Path
     size: int
     skipped: bool  # the complete file was already there
+    resumed_from: int = 0  # bytes an earlier attempt had written and this one kept
 
 
 @dataclass(frozen=True)
@@ -66,117 +71,25 @@ class Target:
     directory: str = ""  # relative to the download dir
     name: str | None = None
     stem: str | None = None
+    owner: str | None = None  # the job id, which names the partial file
+    replace: bool = False  # --force: replace the file at the final path, whoever wrote it
 
 
-class StallGuard:
-    """Raises DownloadTimeout when a window of `window` seconds saw fewer than limit*window bytes."""
+@dataclass(frozen=True)
+class Resume:
+    """What an earlier attempt left: where it was going and the validator of what it got."""
 
-    def __init__(self, window: float, clock: Callable[[], float], limit: int) -> None:
-        self.window = window
-        self.clock = clock
-        self.minimum_bytes = limit * window
-        self.window_start = clock()
-        self.window_bytes = 0
-
-    def add(self, count: int) -> None:
-        self.window_bytes += count
-        now = self.clock()
-        if now - self.window_start >= self.window:
-            if self.window_bytes < self.minimum_bytes:
-                raise DownloadTimeout(self.window)
-            self.window_start = now
-            self.window_bytes = 0
+    final: Path
+    validator: str | None
 
 
-def _content_length(response: requests.Response) -> int | None:
-    raw = response.headers.get("Content-Length")
-    if raw is None or response.headers.get("Content-Encoding", "identity") != "identity":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        return None
-    return value if value >= 0 else None
+@dataclass(frozen=True)
+class Started:
+    """Heard before the first byte is written: enough for a later attempt to resume."""
 
-
-def _retry_after(response: requests.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return None
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    """The error and everything it wraps: requests wraps urllib3, which wraps the socket's error."""
-    found: list[BaseException] = []
-    pending = [error]
-    while pending:
-        current = pending.pop()
-        if current in found:
-            continue
-        found.append(current)
-        pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
-        for linked in (current.__cause__, current.__context__, getattr(current, "reason", None)):
-            if isinstance(linked, BaseException):
-                pending.append(linked)
-    return found
-
-
-def _wraps(error: BaseException, *types: type[BaseException]) -> bool:
-    return any(isinstance(cause, types) for cause in _causes(error))
-
-
-def _connection_message(url: str, error: BaseException) -> str:
-    """The one line for a failed connection, chosen by the type of what went wrong."""
-    parts = urlsplit(url)
-    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-    if _wraps(error, ConnectionRefusedError):
-        return messages.connection_refused(where)
-    if _wraps(error, urllib3.exceptions.NameResolutionError, socket.gaierror):
-        return messages.host_not_found(where)
-    if _wraps(error, ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
-        return messages.connection_reset(where)
-    if _wraps(error, ssl.SSLError, urllib3.exceptions.SSLError, requests.exceptions.SSLError):
-        return messages.tls_error(where)
-    return messages.connection_failed(where)
-
-
-def open_response(
-    session: requests.Session, url: str, *, request_timeout: float, allow_private: bool
-) -> requests.Response:
-    """GET with streaming, following redirects by hand so every hop is checked."""
-    for _ in range(MAX_REDIRECTS + 1):
-        url = check_url(url)
-        if not allow_private:
-            refuse_private_address(url)
-        try:
-            response = session.get(
-                url,
-                stream=True,
-                allow_redirects=False,
-                timeout=(request_timeout, request_timeout),
-                headers={"Accept-Encoding": "identity", "User-Agent": USER_AGENT},
-            )
-        except (TimeoutError, requests.exceptions.Timeout) as error:
-            raise DownloadTimeout(request_timeout) from error
-        except requests.exceptions.ConnectionError as error:
-            if _wraps(error, urllib3.exceptions.ReadTimeoutError):
-                raise DownloadTimeout(request_timeout) from error
-            raise ConnectionFailed(_connection_message(url, error)) from error
-        if response.is_redirect and "Location" in response.headers:
-            location = urljoin(url, response.headers["Location"])
-            response.close()
-            url = location
-            continue
-        if response.status_code >= 400:
-            retry_after = _retry_after(response)
-            response.close()
-            raise HTTPStatusError(response.status_code, response.reason or "", retry_after)
-        return response
-    raise InvalidRequest(messages.too_many_redirects(MAX_REDIRECTS))
+    final: Path
+    validator: str | None  # strong ETag, else Last-Modified; None: the server gives no way to resume
+    created_dir: Path | None  # the top-most folder this download creates, removed again if left empty
 
 
 def choose_path(target: Target, url: str, response: requests.Response, download_dir: Path) -> Path:
@@ -194,12 +107,61 @@ def choose_path(target: Target, url: str, response: requests.Response, download_
     return confined(directory, filename)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def validator_of(response: requests.Response) -> str | None:
+    """What `If-Range` may carry: a strong ETag (RFC 9110 forbids weak ones there), else Last-Modified."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified") or None
+
+
+def _is_html_page(target: Target, url: str, response: requests.Response) -> bool:
+    """A web page where a file was asked for: a login page, an error page, a folder listing."""
+    media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if media_type not in HTML_TYPES:
+        return False
+    asked_for = [
+        target.name or "",
+        filename_from_url(url),
+        filename_from_content_disposition(response.headers.get("Content-Disposition")),
+    ]
+    return not any(name.lower().endswith(HTML_SUFFIXES) for name in asked_for)
+
+
+def _resumed_at(response: requests.Response, offset: int, validator: str | None) -> int | None:
+    """The full size when `response` is a 206 continuing exactly at `offset` of the same file."""
+    if response.status_code != 206:
+        return None
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    if match is None or int(match.group(1)) != offset or match.group(3) == "*":
+        return None
+    answered = validator_of(response)
+    if answered is not None and validator is not None and answered != validator:
+        return None
+    return int(match.group(3))
+
+
+def _complete_copy(final: Path, total: int, url: str, owner_of: OwnerLookup | None) -> Path | None:
+    """A file this URL's earlier download left complete (`Name.ext` or one of its numbered copies).
+
+    A file at the name itself whose writer is unknown (the user's own, or from before owners
+    were recorded) counts when its size matches, as it always did.
+    """
+    for number in range(1, 100):
+        candidate = numbered(final, number)
+        if not candidate.exists():
+            return None
+        owner = owner_of(candidate) if owner_of is not None else None
+        known_same = owner == url or (owner is None and number == 1)
+        if known_same and candidate.is_file() and candidate.stat().st_size == total:
+            return candidate
+    return None
+
+
+def _check_space(directory: Path, needed_bytes: int) -> None:
+    free = free_bytes(directory)
+    if free < needed_bytes:
+        raise DiskFull(free, needed_bytes)
 
 
 def download(
@@ -210,87 +172,189 @@ def download(
     request_timeout: float,
     allow_private: bool = False,
     on_progress: ProgressCallback | None = None,
-    on_path: Callable[[Path], None] | None = None,
+    on_start: Callable[[Started], None] | None = None,
+    resume: Resume | None = None,
+    keep_partial: bool = False,
+    min_free_bytes: int = 0,
+    owner_of: OwnerLookup | None = None,
     session: requests.Session | None = None,
     clock: Callable[[], float] = time.monotonic,
     low_speed_limit: int = LOW_SPEED_LIMIT,
 ) -> Downloaded:
     """Download `url` into `download_dir/target.directory`; raise a DownloadError on failure.
 
-    `on_path` hears the final path as soon as it is known (before any byte is written),
-    so a canceller can find the `.part` file.
+    `keep_partial`: when the download fails in a way another attempt may cure, keep the
+    partial file for `resume` (if the server gave a validator). `owner_of` tells which URL
+    wrote an existing file, so a download replaces its own earlier file and no other.
     """
+    owner = target.owner or str(uuid.uuid4())
     own_session = session is None
     session = session or requests.Session()
     try:
-        response = open_response(session, url, request_timeout=request_timeout, allow_private=allow_private)
+        offset, response, total = _open(session, url, resume, owner, request_timeout, allow_private)
         with response:
-            final = choose_path(target, url, response, download_dir)
-            if on_path is not None:
-                on_path(final)
-            total = _content_length(response)
-            if total is not None and final.is_file() and final.stat().st_size == total:
-                if on_progress is not None:
-                    on_progress(total, total)
-                return Downloaded(final, total, skipped=True)
+            if offset:
+                assert resume is not None
+                final = resume.final
+            else:
+                final = choose_path(target, url, response, download_dir)
+                if _is_html_page(target, url, response):
+                    raise NotAFile()
+                if total is not None and (copy := _complete_copy(final, total, url, owner_of)) is not None:
+                    if on_progress is not None:
+                        on_progress(total, total)
+                    return Downloaded(copy, total, skipped=True)
+            validator = resume.validator if offset and resume is not None else validator_of(response)
+            _check_space(final.parent, (total - offset if total is not None else 0) + min_free_bytes)
+            created_dir = first_missing_dir(download_dir, final.parent)
             final.parent.mkdir(parents=True, exist_ok=True)
-            size = _stream_to_part(response, final, total, request_timeout, on_progress, clock, low_speed_limit)
-        return Downloaded(final, size, skipped=False)
+            if on_start is not None:
+                on_start(Started(final, validator, created_dir))
+            stream = _Stream(response, part_path(final, owner), offset, total, request_timeout, min_free_bytes)
+            stream.keep_on_failure = keep_partial and validator is not None
+            size = stream.run(on_progress, clock, low_speed_limit)
+
+        def replaces(path: Path) -> bool:
+            return (target.replace and path == final) or (owner_of is not None and owner_of(path) == url)
+
+        saved = claim(stream.partial, final, replaces)
+        fsync_dir(saved.parent)
+        return Downloaded(saved, size, skipped=False, resumed_from=offset)
     finally:
         if own_session:
             session.close()
 
 
-def _stream_to_part(
-    response: requests.Response,
-    final: Path,
-    total: int | None,
+def _open(
+    session: requests.Session,
+    url: str,
+    resume: Resume | None,
+    owner: str,
     request_timeout: float,
-    on_progress: ProgressCallback | None,
-    clock: Callable[[], float],
-    low_speed_limit: int,
-) -> int:
-    partial = part_path(final)
-    done = 0
-    finished = False
-    guard = StallGuard(request_timeout, clock, low_speed_limit)
-    last_report = clock()
-    if on_progress is not None:
-        on_progress(0, total)
-    try:
-        with open(partial, "wb") as out:
-            while True:
-                try:
-                    # read1 returns whatever has arrived, so a trickle still reaches the guard.
-                    chunk = response.raw.read1(CHUNK_BYTES, decode_content=False)
-                except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as error:
-                    raise DownloadTimeout(request_timeout) from error
-                except urllib3.exceptions.ProtocolError as error:
-                    if total is not None and _wraps(error, http.client.IncompleteRead):
-                        raise IncompleteBody(messages.incomplete(done, total)) from error
-                    raise ConnectionFailed(_connection_message(response.url, error)) from error
-                if not chunk:
-                    break
-                out.write(chunk)
-                done += len(chunk)
-                if total is not None and done > total:
-                    raise IncompleteBody(messages.oversized(total))
-                guard.add(len(chunk))
-                now = clock()
-                if on_progress is not None and now - last_report >= PROGRESS_INTERVAL:
-                    last_report = now
-                    on_progress(done, total)
-            out.flush()
-            os.fsync(out.fileno())
-        if total is not None and done != total:
-            raise IncompleteBody(messages.incomplete(done, total))
-        os.replace(partial, final)
-        _fsync_dir(final.parent)
-        finished = True
+    allow_private: bool,
+) -> tuple[int, requests.Response, int | None]:
+    """(bytes kept from the earlier attempt, the response, the file's full size if known)."""
+    offset = 0
+    partial = part_path(resume.final, owner) if resume is not None else None
+    if resume is not None and resume.validator and partial is not None and partial.is_file():
+        offset = partial.stat().st_size
+    if offset and resume is not None and resume.validator:
+        headers = {"Range": f"bytes={offset}-", "If-Range": resume.validator}
+        response = open_response(
+            session, url, request_timeout=request_timeout, allow_private=allow_private, headers=headers
+        )
+        full_size = _resumed_at(response, offset, resume.validator)
+        if full_size is not None:
+            return offset, response, full_size
+        if response.status_code != RANGE_NOT_SATISFIABLE and response.status_code != 206:
+            _discard(partial)
+            return 0, response, content_length(response)  # a 200: the whole file again, use it
+        response.close()  # a 416 or a 206 from elsewhere in the file: ask again for all of it
+    if partial is not None:
+        _discard(partial)
+    response = open_response(session, url, request_timeout=request_timeout, allow_private=allow_private)
+    return 0, response, content_length(response)
+
+
+def _discard(partial: Path | None) -> None:
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+
+
+class _Stream:
+    """Socket to partial file, with the stall guard, the progress reports and the disk checks."""
+
+    def __init__(
+        self,
+        response: requests.Response,
+        partial: Path,
+        offset: int,
+        total: int | None,
+        request_timeout: float,
+        min_free_bytes: int,
+    ) -> None:
+        self.response = response
+        self.partial = partial
+        self.offset = offset
+        self.total = total
+        self.request_timeout = request_timeout
+        self.min_free_bytes = min_free_bytes
+        self.keep_on_failure = False
+        self.written = offset  # bytes in the partial file so far
+
+    def run(self, on_progress: ProgressCallback | None, clock: Callable[[], float], low_speed_limit: int) -> int:
+        done = self.offset
+        try:
+            with self._open_partial() as out:
+                done = self._copy(out, on_progress, clock, low_speed_limit)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as error:
+            if error.errno in _DISK_FULL_ERRNOS:
+                free = free_bytes(self.partial.parent)
+                self.partial.unlink(missing_ok=True)
+                # Without a Content-Length, at least what was written and one byte more.
+                wanted = self.total if self.total is not None else self.written + 1
+                raise DiskFull(free, wanted - self.offset + self.min_free_bytes) from error
+            self._after_failure(error)
+            raise
+        except BaseException as error:
+            # Also on RQ's JobTimeoutException or a stop: no partial file outlives its download
+            # unless another attempt will resume from it.
+            self._after_failure(error)
+            raise
+        if self.total is not None and done != self.total:
+            self._after_failure(None)
+            raise IncompleteBody(messages.incomplete(done, self.total))
         if on_progress is not None:
-            on_progress(done, total if total is not None else done)
+            on_progress(done, self.total if self.total is not None else done)
         return done
-    finally:
-        # Also on RQ's JobTimeoutException or a stop: no .part outlives its download.
-        if not finished:
-            partial.unlink(missing_ok=True)
+
+    def _open_partial(self) -> BinaryIO:
+        if not self.offset:
+            return open(self.partial, "wb")
+        out = open(self.partial, "r+b")
+        out.truncate(self.offset)
+        out.seek(self.offset)
+        return out
+
+    def _after_failure(self, error: BaseException | None) -> None:
+        final = isinstance(error, (FinalError, JobDeleted))
+        kept = self.keep_on_failure and not final and self.partial.is_file() and self.partial.stat().st_size > 0
+        if not kept:
+            self.partial.unlink(missing_ok=True)
+
+    def _copy(
+        self, out: BinaryIO, on_progress: ProgressCallback | None, clock: Callable[[], float], low_speed_limit: int
+    ) -> int:
+        response, total = self.response, self.total
+        done = self.offset
+        guard = StallGuard(self.request_timeout, clock, low_speed_limit)
+        last_report = clock()
+        if on_progress is not None:
+            on_progress(done, total)
+        while True:
+            try:
+                # read1 returns whatever has arrived, so a trickle still reaches the guard.
+                chunk = response.raw.read1(CHUNK_BYTES, decode_content=False)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as error:
+                raise DownloadTimeout(self.request_timeout) from error
+            except urllib3.exceptions.ProtocolError as error:
+                if total is not None and wraps(error, http.client.IncompleteRead):
+                    raise IncompleteBody(messages.incomplete(done, total)) from error
+                raise ConnectionFailed(connection_message(response.url, error)) from error
+            if not chunk:
+                return done
+            if total is not None and done + len(chunk) > total:
+                raise OversizedBody(messages.oversized(total))
+            out.write(chunk)
+            done += len(chunk)
+            self.written = done
+            guard.add(len(chunk))
+            now = clock()
+            if now - last_report >= PROGRESS_INTERVAL:
+                last_report = now
+                if total is None:
+                    _check_space(self.partial.parent, self.min_free_bytes)
+                if on_progress is not None:
+                    on_progress(done, total)

@@ -5,13 +5,18 @@ transaction, so a refused request (InvalidRequest) changes nothing and an accept
 whole: the jobs, their `enqueued` history events and the album record appear together.
 Validation includes the workers' private-network setting (`jobs.published`): a URL they would
 refuse as private is refused here, before it is queued.
+
+A track whose URL, destination and name are those of a job still queued, running or waiting
+for a retry is not enqueued again: the earlier job stands for it (`jobs.keys.ACTIVE_URLS`
+remembers the last job per request; whether it still lives is read from the job itself, so
+an entry left by a job that ended is simply replaced). `force` enqueues it anyway.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import redis
@@ -21,9 +26,10 @@ from rq.queue import Queue
 from config import Settings
 from jobs import history, keys
 from jobs.album import SOURCE_PLAYLIST, SOURCE_TRACKS, AlbumRecord, AlbumTrack, InvalidEntry, new_album_id
-from jobs.connection import SERIALIZER
+from jobs.connection import SERIALIZER, reply_text
 from jobs.errors import InvalidRequest
 from jobs.naming import album_folder, album_name, number_width, playlist_album_name, track_stem
+from jobs.parts import LIVE_STATUSES
 from jobs.paths import check_dest, check_name, check_url
 from jobs.published import refuse_private_urls
 from jobs.tombstones import is_deleted
@@ -41,6 +47,12 @@ class TrackRequest:
     name: str | None = None
     stem: str | None = None
     album_id: str | None = None
+    force: bool = False  # replace the file of an earlier job for the same URL and destination
+
+    @property
+    def identity(self) -> str:
+        """What makes two requests the same download: URL (exactly), destination and name."""
+        return f"{self.dest}\0{self.name or ''}\0{self.url}"
 
     def checked(self) -> TrackRequest:
         """This request with URL, dest and name validated; raises InvalidRequest."""
@@ -50,6 +62,7 @@ class TrackRequest:
             name=check_name(self.name) if self.name else None,
             stem=self.stem,
             album_id=self.album_id,
+            force=self.force,
         )
 
 
@@ -63,6 +76,8 @@ def track_job_data(request: TrackRequest, settings: Settings, job_id: str | None
         value = getattr(request, key)
         if value is not None:
             kwargs[key] = value
+    if request.force:
+        kwargs["force"] = True
     meta: dict[str, Any] = {"kind": "track", "progress": {"bytes_done": 0, "bytes_total": None}}
     if request.album_id is not None:
         meta["album_id"] = request.album_id
@@ -78,17 +93,59 @@ def track_job_data(request: TrackRequest, settings: Settings, job_id: str | None
     )
 
 
-def enqueue_tracks(connection: redis.Redis, settings: Settings, requests: Sequence[TrackRequest]) -> list[Job]:
-    """Validate every request first, then enqueue them all in one pipeline (all or nothing)."""
-    checked = [request.checked() for request in requests]
+def enqueue_tracks(
+    connection: redis.Redis, settings: Settings, requests: Sequence[TrackRequest], *, force: bool = False
+) -> list[Job]:
+    """Validate every request first, then enqueue them all in one transaction (all or nothing).
+
+    Returns one job per request, in order: the new one, or the earlier job still queued or
+    running for the same download (see the module docstring), unless `force`.
+    """
+    checked = [replace(request.checked(), force=force or request.force) for request in requests]
     refuse_private_urls(connection, settings, [request.url for request in checked])
     queue = get_queue(connection, settings)
-    with connection.pipeline() as pipeline:
-        jobs = queue.enqueue_many([track_job_data(r, settings) for r in checked], pipeline=pipeline)
-        for job, request in zip(jobs, checked, strict=True):
-            history.record(pipeline, job.id, history.ENQUEUED, request.url, album_id=request.album_id)
-        pipeline.execute()
-    return jobs
+    identities = [request.identity for request in checked]
+    while True:
+        with connection.pipeline() as pipeline:
+            try:
+                pipeline.watch(keys.ACTIVE_URLS)
+                earlier = {} if force else _live_jobs(connection, pipeline, identities)
+                fresh: dict[str, TrackRequest] = {}
+                for request, identity in zip(checked, identities, strict=True):
+                    if identity not in earlier:
+                        fresh.setdefault(identity, request)  # the same download twice in one batch: once
+                pipeline.multi()
+                made = queue.enqueue_many([track_job_data(r, settings) for r in fresh.values()], pipeline=pipeline)
+                for job, request in zip(made, fresh.values(), strict=True):
+                    history.record(pipeline, job.id, history.ENQUEUED, request.url, album_id=request.album_id)
+                if made:
+                    pipeline.hset(keys.ACTIVE_URLS, mapping={i: job.id for i, job in zip(fresh, made, strict=True)})
+                pipeline.execute()
+            except redis.WatchError:
+                continue  # another enqueue went first: look again
+        by_identity = {**{identity: job for identity, job in zip(fresh, made, strict=True)}, **earlier}
+        return [by_identity[identity] for identity in identities]
+
+
+def _live_jobs(connection: redis.Redis, watching: redis.client.Pipeline, identities: list[str]) -> dict[str, Job]:
+    """The earlier jobs (still queued, running or waiting for a retry) for these requests."""
+    unique = list(dict.fromkeys(identities))
+    ids = [reply_text(reply) for reply in cast(list[Any], watching.hmget(keys.ACTIVE_URLS, unique))]
+    candidates = [(identity, job_id) for identity, job_id in zip(unique, ids, strict=True) if job_id]
+    if not candidates:
+        return {}
+    with connection.pipeline(transaction=False) as pipe:
+        for _identity, job_id in candidates:
+            pipe.hget(keys.job(job_id), "status")
+            is_deleted(pipe, job_id)
+        replies = pipe.execute()
+    live = {
+        identity: job_id
+        for index, (identity, job_id) in enumerate(candidates)
+        if reply_text(replies[2 * index]) in LIVE_STATUSES and replies[2 * index + 1] is None
+    }
+    jobs = Job.fetch_many(list(live.values()), connection=connection, serializer=SERIALIZER)
+    return {identity: job for identity, job in zip(live, jobs, strict=True) if job is not None}
 
 
 def _track_requests(album_id: str, folder: str, tracks: Sequence[AlbumTrack], width: int) -> list[TrackRequest]:

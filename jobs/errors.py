@@ -5,12 +5,16 @@
     ├── TransportError                 retryable: the network let us down
     │   ├── DownloadTimeout            no answer / no bytes / too slow for the request timeout
     │   ├── ConnectionFailed           refused, reset, DNS failure, TLS failure
-    │   └── IncompleteBody             fewer (or more) bytes than Content-Length promised
+    │   ├── IncompleteBody             fewer bytes than Content-Length promised
+    │   └── HeldBack                   the host asked every client to wait (Retry-After): no attempt used
     ├── HTTPStatusError                the server answered with an error status
     │   (retryable() for 408, 429 and 5xx; final for the other 4xx)
     └── FinalError                     retrying cannot help
         ├── InvalidRequest             bad URL, private address refused, path outside the download dir
-        └── PlaylistError              a playlist that cannot be used
+        ├── PlaylistError              a playlist that cannot be used
+        ├── DiskFull                   not enough free space for the file
+        ├── NotAFile                   an HTML page where a file was asked for
+        └── OversizedBody              more bytes than Content-Length promised
 
 None of these derive from RQ's `JobTimeoutException`, and no code in `jobs/` catches
 `Exception` around a download: RQ's job timeout must always reach the worker.
@@ -52,6 +56,15 @@ class IncompleteBody(TransportError):
     pass
 
 
+class HeldBack(TransportError):
+    """The job's host is in a backoff (a 429/503 Retry-After): wait until `until` (unix time)."""
+
+    def __init__(self, where: str, until: float) -> None:
+        super().__init__(messages.held_back(where))
+        self.where = where
+        self.until = until
+
+
 class HTTPStatusError(DownloadError):
     def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
         super().__init__(messages.http_status(status, reason))
@@ -73,3 +86,19 @@ class InvalidRequest(FinalError):
 
 class PlaylistError(FinalError):
     pass
+
+
+class DiskFull(FinalError):
+    def __init__(self, free_bytes: int, needed_bytes: int) -> None:
+        super().__init__(messages.disk_full(free_bytes, needed_bytes))
+        self.free_bytes = free_bytes
+        self.needed_bytes = needed_bytes
+
+
+class NotAFile(FinalError):
+    def __init__(self) -> None:
+        super().__init__(messages.NOT_A_FILE)
+
+
+class OversizedBody(FinalError):
+    """The server sent more than it announced: which bytes are right is unknown, so no resume."""

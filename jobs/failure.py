@@ -4,12 +4,14 @@ Two parts, both used by the supervisor (recovery, timeout backstop, shutdown):
 
 - the failure reason: before the supervisor kills a horse it says why, so whoever records
   the failure (the horse's worker, which sees it die, or the supervisor) uses that text;
-- the safe failure of a started job, one WATCHed transaction (see `fail_started_job`).
+- the safe end of a started job's attempt, one WATCHed transaction (see `end_started_job`):
+  its retry when attempts remain (`jobs.retries`), else its failure.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import redis
 from rq.job import Job, JobStatus
@@ -17,7 +19,7 @@ from rq.queue import Queue
 from rq.rate_limit import release_slot
 from rq.utils import now as rq_now
 
-from jobs import history, keys, rq_compat
+from jobs import history, keys, retries, rq_compat
 from jobs.connection import SERIALIZER, reply_text
 from jobs.executions import find_executions, remove_executions
 
@@ -41,24 +43,31 @@ def failure_reason(connection: redis.Redis, job_id: str) -> str | None:
     return reply_text(connection.get(keys.failure_reason(job_id)))
 
 
-def fail_started_job(
+FAILED, RETRYING = "failed", "retrying"  # what end_started_job did
+
+
+def end_started_job(
     connection: redis.Redis,
     queue_name: str,
     job_id: str,
-    message: str,
+    failure: retries.Failure,
+    policy: retries.RetryPolicy,
     *,
     event: str = history.FAILED,
-) -> bool:
-    """Fail a job that is `started` with `message`; False when it was not started (any more).
+) -> str | None:
+    """End the attempt of a job that is `started`: schedule its retry or fail it.
+
+    Returns RETRYING or FAILED, or None when the job was not started (any more).
 
     RQ's `FailedJobRegistry.add()` alone leaves the job `started` and its execution in the
     StartedJobRegistry. Here, in one WATCHed transaction: the status is re-checked, every
     execution of the job is dropped (its key, its StartedJobRegistry entry, the worker's
-    index), the failure is recorded the way RQ records it (status, FailedJobRegistry, a
-    failure Result whose text is `message`) and a history `event` is appended. Whoever also
-    tries to end the job (its worker, another supervisor) either commits first, and then
-    this returns False, or sees the job failed. Callers must make sure no horse still runs
-    the job (kill it first), or it could later store its own outcome.
+    index), then either the retry is stored (`jobs.retries.schedule`, with `event` and
+    `retrying` in the history) or the failure is recorded the way RQ records it (status,
+    FailedJobRegistry, a failure Result whose text is the failure's line) with `event`.
+    Whoever also tries to end the job (its worker, another supervisor) either commits first,
+    and then this returns None, or sees the job ended. Callers must make sure no horse still
+    runs the job (kill it first), or it could later store its own outcome.
     """
     job_key = keys.job(job_id)
     for _attempt in range(SAFE_FAILURE_ATTEMPTS):
@@ -66,20 +75,30 @@ def fail_started_job(
             try:
                 pipe.watch(job_key, keys.executions(job_id))
                 if reply_text(pipe.hget(job_key, "status")) != JobStatus.STARTED.value:
-                    return False
+                    return None
                 job = Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
+                decision = retries.decide(job.meta, failure, policy, time.time())
                 found = find_executions(pipe, job_id, queue_name)
                 pipe.multi()
                 remove_executions(pipe, job_id, queue_name, found)
                 job.ended_at = rq_now()
-                rq_compat.record_failure(job, message, pipe)
-                history.record(pipe, job_id, event, message, album_id=(job.kwargs or {}).get("album_id"))
+                if decision.retry:
+                    retries.schedule(
+                        pipe, job, decision, failure, policy, event=None if event == history.FAILED else event
+                    )
+                else:
+                    retries.note_outcome(job, decision, failure, policy)
+                    pipe.hset(job_key, "meta", SERIALIZER.dumps(job.meta))
+                    rq_compat.record_failure(job, failure.line, pipe)
+                    history.record(pipe, job_id, event, failure.line, album_id=(job.kwargs or {}).get("album_id"))
                 pipe.execute()
             except redis.WatchError:
                 continue
+        if decision.retry:
+            return RETRYING
         # As after RQ's own failure paths: dependents learn the job ended, a rate slot is freed.
         Queue(job.origin, connection=connection, serializer=SERIALIZER).enqueue_dependents(job)
         release_slot(job)
-        return True
-    log.warning("job %s kept changing; not failed this time (will be retried)", job_id)
-    return False
+        return FAILED
+    log.warning("job %s kept changing; not ended this time (will be tried again)", job_id)
+    return None

@@ -19,6 +19,7 @@ MAX_EVENTS = 100_000  # approximate cap (XADD MAXLEN ~)
 
 ENQUEUED, STARTED, COMPLETED, FAILED = "enqueued", "started", "completed", "failed"
 DELETED, CANCELLED, RECOVERED, INTERRUPTED = "deleted", "cancelled", "recovered", "interrupted"
+RETRYING = "retrying"  # an attempt failed and the job will be tried again
 
 log = logging.getLogger("dq.events")
 

@@ -11,6 +11,10 @@ Our own keys live under `dq:`:
     dq:events             stream: the event history
     dq:published          hash: what each running supervisor tells the commands that enqueue
                           (field `<hostname>:<pid>`, see `jobs.published`)
+    dq:backoff:<host:port>  until when every job for that server waits (its Retry-After)
+    dq:parts:<hostname>   set: partial files downloads on that host have started (`jobs.parts`)
+    dq:files              hash: final path → the URL whose download wrote it
+    dq:urls               hash: `<dest>\0<name>\0<url>` → the job last enqueued for it
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ TOMBSTONES = "dq:deleted"
 EVENTS = "dq:events"
 ALBUMS = "dq:albums"
 PUBLISHED = "dq:published"
+FILES = "dq:files"
+ACTIVE_URLS = "dq:urls"
 _FAILURE_REASON_PREFIX = "dq:reason:"
+_BACKOFF_PREFIX = "dq:backoff:"
+_PARTS_PREFIX = "dq:parts:"
 _ALBUM_PREFIX = "dq:album:"
 # Some of RQ's key names exist only on instances, which want a connection: redis-py's client
 # connects on first command, and these instances never send one.
@@ -50,6 +58,14 @@ def failure_reason(job_id: str) -> str:
 
 def album(album_id: str) -> str:
     return _ALBUM_PREFIX + album_id
+
+
+def backoff(where: str) -> str:
+    return _BACKOFF_PREFIX + where
+
+
+def parts(hostname: str) -> str:
+    return _PARTS_PREFIX + hostname
 
 
 # --- RQ's, by RQ's helpers ------------------------------------------------------------------
@@ -91,6 +107,10 @@ def queue(queue_name: str) -> str:
     return Queue.redis_queue_namespace_prefix + queue_name
 
 
+# The set of every queue's key, which RQ's workers and dashboard list queues by.
+QUEUES = Queue.redis_queues_keys
+
+
 def intermediate_queue(queue_name: str) -> str:
     return IntermediateQueue.get_intermediate_queue_key(queue(queue_name))
 
@@ -106,6 +126,11 @@ def registry(registry_class: type[BaseRegistry], queue_name: str) -> str:
 
 def started(queue_name: str) -> str:
     return registry(StartedJobRegistry, queue_name)
+
+
+def scheduled(queue_name: str) -> str:
+    """Jobs waiting for their retry: member the job id, score the unix time it is due."""
+    return registry(ScheduledJobRegistry, queue_name)
 
 
 # Every registry a job id can sit in once it left the queue, but the started one (whose

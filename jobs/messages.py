@@ -8,6 +8,7 @@ raises them, since they are not a job's state.
 
 from __future__ import annotations
 
+import math
 from http import HTTPStatus
 
 DELETED = "Deleted by user"
@@ -69,6 +70,31 @@ def incomplete(done: int, total: int) -> str:
 
 def oversized(total: int) -> str:
     return f"Server sent more than the {total} bytes it announced"
+
+
+def disk_full(free_bytes: int, needed_bytes: int) -> str:
+    """MB are 1,000,000 bytes, whole: free space rounded down, what is needed rounded up."""
+    free = free_bytes // 1_000_000
+    needed = -(-needed_bytes // 1_000_000)
+    return f"Disk full ({free} MB free, {needed} MB needed)"
+
+
+NOT_A_FILE = "Server sent an HTML page, not a file"
+
+
+def held_back(where: str) -> str:
+    return f"Held back: {where} asked clients to wait"
+
+
+def after_attempts(error: str, attempts: int) -> str:
+    """A failed job's error as `bin/jobs` shows it once more than one attempt was made."""
+    return f"{error} (after {attempts} attempts)" if attempts > 1 else error
+
+
+def retry_line(next_attempt: int, max_attempts: int, wait_seconds: float | None, last_error: str | None) -> str:
+    """`retry 2/4 in 1s: HTTP 503 Service Unavailable` (no `in` once the wait is over)."""
+    when = f" in {math.ceil(wait_seconds)}s" if wait_seconds is not None and wait_seconds > 0 else ""
+    return f"retry {next_attempt}/{max_attempts}{when}" + (f": {last_error}" if last_error else "")
 
 
 def too_many_redirects(limit: int) -> str:

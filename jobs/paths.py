@@ -17,7 +17,7 @@ from jobs.errors import InvalidRequest
 
 PART_SUFFIX = ".part"
 log = logging.getLogger("dq.paths")
-MAX_NAME_BYTES = 200  # leaves room for ".part" and stays under every filesystem's 255
+MAX_NAME_BYTES = 200  # leaves room for " (n)" and ".<job id>.part" under every filesystem's 255
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 _SPACES = re.compile(r"\s+")
 
@@ -165,19 +165,30 @@ def confined(download_dir: Path, *parts: str) -> Path:
     return target
 
 
-def part_path(final: Path) -> Path:
-    return final.with_name(final.name + PART_SUFFIX)
+_JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_OWNED_PART = re.compile(r".+\.(" + _JOB_ID.pattern + r")" + re.escape(PART_SUFFIX))
 
 
-def remove_part_file(download_dir: Path, final_path: str | None) -> Path | None:
-    """Remove the `.part` of a download that no longer runs; return it if one was removed.
+def part_path(final: Path, owner: str) -> Path:
+    """The partial file of one job's download: `<final name>.<job id>.part`, never shared."""
+    return final.with_name(f"{final.name}.{owner}{PART_SUFFIX}")
 
-    `final_path` is what the job's meta["path"] holds (the final file; the part is
-    `<final>.part`). Meta comes from Redis, so anything outside the download dir is refused.
+
+def part_owner(name: str) -> str | None:
+    """The job id a partial file's name carries; None for any other file (a user's own `x.part`)."""
+    match = _OWNED_PART.fullmatch(name)
+    return match.group(1) if match else None
+
+
+def remove_part_file(download_dir: Path, final_path: str | None, owner: str) -> Path | None:
+    """Remove the partial file of `owner`'s download that no longer runs; return it if one was removed.
+
+    `final_path` is what the job's meta["path"] holds. Meta comes from Redis, so anything
+    outside the download dir is refused.
     """
     if not final_path:
         return None
-    partial = part_path(Path(final_path))
+    partial = part_path(Path(final_path), owner)
     root = download_dir.resolve()
     try:
         directory = partial.parent.resolve()

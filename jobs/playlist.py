@@ -28,9 +28,9 @@ from rq.job import get_current_job
 from config import Settings
 from jobs import messages
 from jobs.album import AlbumTrack, InvalidEntry
-from jobs.download import LOW_SPEED_LIMIT, StallGuard, open_response
 from jobs.enqueue import AlbumGone, add_playlist_tracks
 from jobs.errors import DownloadError, DownloadTimeout, InvalidRequest, JobDeleted, PlaylistError
+from jobs.http import LOW_SPEED_LIMIT, StallGuard, open_response
 from jobs.naming import number_width
 from jobs.paths import check_url
 from jobs.tombstones import is_deleted

@@ -19,6 +19,11 @@ tests/test_rq_compat.py fails loudly when an upgrade changes any of them:
   `origin`, `worker_name`, `started_at`, `timeout` fields, the worker hash's `hostname`,
   `pid`, `birth`, `death`, and `<job id>:<execution id>` as the StartedJobRegistry's
   members. Key names come from RQ's helpers (`jobs.keys`).
+- Retries (`jobs.retries`): a job waiting for its retry is written as RQ writes a scheduled
+  one (status `scheduled`, the job hash's `meta` field, a ScheduledJobRegistry member scored
+  by the unix time it is due, kept exact where RQ's own `schedule` rounds down to a second),
+  and a Lua script moves due ones back (status `queued`, RPUSH onto the queue's list, the
+  queue's key in `Queue.redis_queues_keys`), so a deleted job can never slip back in between.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from rq.job import Job, JobStatus
 from rq.queue import Queue
-from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.results import Result
 
 from config import Settings
@@ -51,6 +51,7 @@ def all_job_ids(connection: redis.Redis, settings: Settings) -> list[str]:
     name = settings.queue_name
     ids: list[str] = []
     ids += queue.get_job_ids()
+    ids += ScheduledJobRegistry(name, connection=connection).get_job_ids(cleanup=False)  # waiting retries
     ids += started_job_ids(connection, settings)
     ids += FinishedJobRegistry(name, connection=connection).get_job_ids(cleanup=False)
     ids += FailedJobRegistry(name, connection=connection).get_job_ids(cleanup=False)
@@ -81,8 +82,16 @@ def state_of(job: Job) -> str:
     return _STATE_OF_STATUS.get(status, QUEUED) if status is not None else QUEUED
 
 
-def job_view(job: Job) -> dict[str, Any]:
-    """A job as `bin/jobs --json` shows it."""
+def _iso_or_none(stamp: object) -> str | None:
+    return _iso_from_timestamp(stamp) if isinstance(stamp, int | float) else None
+
+
+def job_view(job: Job, max_attempts: int | None = None) -> dict[str, Any]:
+    """A job as `bin/jobs --json` shows it.
+
+    `max_attempts`: what to show before a worker has recorded the job's own (its first attempt
+    has not ended yet); the settings' figure.
+    """
     kwargs = job.kwargs or {}
     meta = job.meta or {}
     progress = meta.get("progress") or {}
@@ -104,6 +113,11 @@ def job_view(job: Job) -> dict[str, Any]:
         "enqueued_at": _iso(job.enqueued_at),
         "started_at": _iso(job.started_at),
         "ended_at": _iso(job.ended_at),
+        # The retries (jobs.retries): attempts made so far, and while it waits, when the next is due.
+        "attempts": int(meta.get("attempts") or 0),
+        "max_attempts": meta.get("max_attempts") or max_attempts,
+        "next_attempt_at": _iso_or_none(meta.get("next_attempt_at")) if state == QUEUED else None,
+        "last_error": meta.get("last_error"),
     }
     result = job.return_value(refresh=False) if state == COMPLETED else None
     if isinstance(result, dict) and "path" in result:
@@ -124,7 +138,8 @@ def fetch_jobs(connection: redis.Redis, ids: Iterable[str]) -> list[Job]:
 
 def list_jobs(connection: redis.Redis, settings: Settings, state: str | None = None) -> list[dict[str, Any]]:
     """Every job and album still kept, oldest first; albums carry their derived state."""
-    views = [job_view(job) for job in fetch_jobs(connection, all_job_ids(connection, settings))]
+    jobs = fetch_jobs(connection, all_job_ids(connection, settings))
+    views = [job_view(job, settings.max_attempts) for job in jobs]
     views = with_albums(connection, views)
     if state is not None:
         views = [view for view in views if view["state"] == state]

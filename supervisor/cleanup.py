@@ -7,7 +7,8 @@ supervisors, or a worker's own maintenance, never clean the same job twice):
 2. a backstop for the job timeout: a job of a live worker on this host running longer than
    its timeout plus `BACKSTOP_MARGIN` (a horse that ignored RQ's alarm) has its horse killed
    and is failed with `Processing timeout (<n>s exceeded)`;
-3. `.part` files of jobs that ended (or vanished) since the last round are removed;
+3. the partial files this host's downloads started (`jobs.parts`) whose job ended or vanished
+   are removed: judged by the job id in their name, no memory of this process needed;
 4. RQ's own registry maintenance, minus the StartedJobRegistry's (which would fail jobs of
    live workers with RQ's generic text; step 1 covers that registry);
 5. jobs stranded in RQ's intermediate list (a worker died between taking a job off the
@@ -23,7 +24,6 @@ never a key scan, so its cost does not grow with 100 000 finished or failed jobs
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -37,19 +37,17 @@ from rq.rate_limit import RateLimitRegistry
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ReadyJobRegistry
 
 from config import Settings
-from jobs import history, keys, messages, published
-from jobs.connection import SERIALIZER, reply_text
-from jobs.failure import fail_started_job, set_failure_reason
-from jobs.paths import PART_SUFFIX, remove_part_file
+from jobs import history, keys, messages, parts, published, retries
+from jobs.connection import SERIALIZER
+from jobs.failure import FAILED, end_started_job, set_failure_reason
 from jobs.rq_compat import MAINTENANCE_LOCK_VALUE
 from supervisor.processes import horse_pids
-from supervisor.recovery import ENDED_STATUSES, Recovery, StartedJob, overdue, why_dead
+from supervisor.recovery import Recovery, StartedJob, overdue, why_dead
 
 log = logging.getLogger("dq.supervisor")
 
 BACKSTOP_MARGIN = 5.0  # seconds past the job timeout before the supervisor steps in
 PARENT_RECORD_WAIT = 3.0  # after killing a horse of a live worker, let that worker record the failure
-STALE_PART_AGE = 60.0  # the startup sweep leaves younger `.part` files alone (a download may own them)
 STARTUP_LOCK_WAIT = 10.0  # seconds the startup recovery waits for the maintenance lock
 STUCK_RQ_LOCK_AFTER = 60.0  # RQ holds it for milliseconds; this long means its holder died
 STRANDED_AFTER = 10.0  # a worker moves a dequeued job to the started registry within milliseconds
@@ -139,8 +137,6 @@ class Cleanup:
     lock: MaintenanceLock
     # job id → when the supervisor fails it itself if its (live) worker has not recorded it
     pending_kills: dict[str, float] = field(default_factory=dict)
-    # job id → final path, for every job seen started: its `.part` goes when the job ends
-    watched_parts: dict[str, str] = field(default_factory=dict)
     # job id → when (loop clock) it was first seen in RQ's intermediate list and not started
     stranded_since: dict[str, float] = field(default_factory=dict)
     publisher: str = field(default_factory=published.publisher_id)
@@ -153,7 +149,7 @@ class Cleanup:
 
     # --- at start, before any worker runs --------------------------------------------------
     def startup(self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        """Recover the jobs of dead workers, then sweep stale `.part` files.
+        """Recover the jobs of dead workers, then sweep stale partial files.
 
         Waits a little for the lock, then goes on without it: the safe failure is a
         transaction, so the lock only saves duplicate work, while starting the workers
@@ -175,34 +171,8 @@ class Cleanup:
                 self.lock.release()
 
     def sweep_parts(self) -> list[Path]:
-        """Remove `.part` files no started job claims; run once at start (it walks the folder)."""
-        root = self.settings.download_dir
-        if not root.is_dir():
-            return []
-        found = [
-            Path(directory) / name
-            for directory, _dirs, files in os.walk(root)
-            for name in files
-            if name.endswith(PART_SUFFIX)
-        ]
-        if not found:
-            return []
-        # Claims are read after the listing: a download that started meanwhile is claimed.
-        jobs, _now = self.recovery.scan()
-        claimed = {Path(job.final_path + PART_SUFFIX) for job in jobs if job.final_path}
-        removed = []
-        for path in found:
-            if path in claimed:
-                continue
-            try:
-                if time.time() - path.stat().st_mtime < STALE_PART_AGE:
-                    continue
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            log.info("removed stale partial file %s", path)
-            removed.append(path)
-        return removed
+        """Remove partial files whose job ended or is gone; at start (it walks the folder)."""
+        return parts.sweep_tree(self.connection, self.settings.download_dir)
 
     # --- every DQ_CLEANUP_INTERVAL --------------------------------------------------------
     def run(self, now: float) -> CleanupReport:
@@ -215,7 +185,7 @@ class Cleanup:
             report = CleanupReport()
             report.recovered = self.recovery.recover(jobs, redis_now)
             report.timed_out = self._backstop(jobs, redis_now, now, set(report.recovered))
-            report.parts_removed = self._ended_parts(jobs)
+            report.parts_removed = parts.sweep_tracked(self.connection, self.settings.download_dir, self.recovery.host)
             self._rq_maintenance()
             report.requeued = self._requeue_stranded({job.job_id for job in jobs}, now)
             return report
@@ -258,31 +228,12 @@ class Cleanup:
 
     def _fail(self, job: StartedJob, message: str) -> bool:
         self.pending_kills.pop(job.job_id, None)
-        failed = fail_started_job(self.connection, self.settings.queue_name, job.job_id, message, event=history.FAILED)
-        self.recovery.remove_part(job)
-        return failed
-
-    def _ended_parts(self, jobs: list[StartedJob]) -> list[Path]:
-        """Remove the `.part` of every job seen started before that has ended or vanished since."""
-        current = {job.job_id: job.final_path for job in jobs if job.final_path and job.status == "started"}
-        gone = [job_id for job_id in self.watched_parts if job_id not in current]
-        removed = []
-        if gone:
-            with self.connection.pipeline(transaction=False) as pipe:
-                for job_id in gone:
-                    pipe.hget(keys.job(job_id), "status")
-                statuses = pipe.execute()
-            for job_id, raw in zip(gone, statuses, strict=True):
-                status = reply_text(raw)
-                if status not in ENDED_STATUSES:
-                    current.setdefault(job_id, self.watched_parts[job_id])  # requeued: keep watching
-                    continue
-                path = remove_part_file(self.settings.download_dir, self.watched_parts[job_id])
-                if path is not None:
-                    log.info("removed stale partial file %s of job %s (%s)", path, job_id, status or "gone")
-                    removed.append(path)
-        self.watched_parts = {job_id: path for job_id, path in current.items() if path}
-        return removed
+        outcome = end_started_job(
+            self.connection, self.settings.queue_name, job.job_id, retries.died(message), self.recovery.policy
+        )
+        if outcome == FAILED:
+            self.recovery.remove_part(job)
+        return outcome is not None
 
     def _requeue_stranded(self, started: set[str], now: float) -> list[str]:
         """Put jobs a dying worker left between queue and started registry back in the queue.
@@ -319,6 +270,13 @@ class Cleanup:
         for rate_limits in RateLimitRegistry.all(self.connection):
             rate_limits.cleanup()
         worker_registration.clean_worker_registry(queue)
+
+    def promote(self) -> list[str]:
+        """Move retries that are due back to the queue (called every loop tick)."""
+        moved = retries.promote_due(self.connection, self.settings.queue_name)
+        if moved:
+            log.info("retry due: %s back in the queue", ", ".join(moved))
+        return moved
 
     def publish(self) -> None:
         """Tell the commands that enqueue what our workers allow (refreshes its expiry)."""

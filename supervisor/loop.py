@@ -4,6 +4,7 @@ Signal handlers only count stop requests; every decision is taken in `step`:
 
 - running: the pool keeps `DQ_WORKERS` workers alive; cleanup runs every
   `DQ_CLEANUP_INTERVAL` and at once when a worker died (so its job is recovered quickly);
+  retries that are due go back to the queue every tick;
 - first SIGTERM/SIGINT → draining: the workers get SIGTERM (warm shutdown: they take no
   new job and finish the running one); queued jobs stay queued;
 - grace ran out → killing: the failure reason is stored, the horses are killed, their
@@ -59,6 +60,8 @@ class Caretaker(Protocol):
     def startup(self) -> None: ...
 
     def run(self, now: float) -> object: ...
+
+    def promote(self) -> object: ...
 
     def interrupt(self, workers: Mapping[str, int], message: str) -> list[str]: ...
 
@@ -129,6 +132,9 @@ class Supervisor:
         died = self.pool.step(now)
         if self.phase in (Phase.RUNNING, Phase.DRAINING) and (died or now >= self.next_cleanup):
             self._run_cleanup(now)
+        if self.phase is Phase.RUNNING and self.cleanup is not None:
+            # Every tick, not every cleanup: a retry due in 1 s should not wait for a round.
+            self._redis_call("retries", self.cleanup.promote)
         if self.phase is Phase.DRAINING:
             self._step_draining(now)
         elif self.phase is Phase.KILLING:

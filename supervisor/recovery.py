@@ -11,8 +11,10 @@ judged from the StartedJobRegistry alone (read with `cleanup=False`, never a key
   heartbeat; two supervisors on one Redis never fail each other's running jobs.
 
 A dead job's horse may still run (its worker was killed, the parent-death signal did not
-fire): it is killed, and only once it is gone is the job failed, so it cannot come back
-as `finished` afterwards.
+fire): it is killed, and only once it is gone is the job's attempt ended, so it cannot come
+back as `finished` afterwards. A crash and a shutdown end an attempt like any retryable
+error: the job waits for its retry (resuming from its partial file) while attempts remain,
+else it fails with the recovery (or shutdown) message.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ import redis
 from rq.utils import utcparse
 
 from config import Settings
-from jobs import history, keys, messages
+from jobs import history, keys, messages, parts, retries
 from jobs.connection import SERIALIZER, reply_text
-from jobs.failure import fail_started_job, set_failure_reason
-from jobs.paths import remove_part_file
+from jobs.failure import FAILED, end_started_job, set_failure_reason
 from jobs.tombstones import is_deleted
 from jobs.workers import pid_alive, this_host
 from supervisor.processes import ProcessInfo, horse_pids, kill_and_wait, list_processes
@@ -40,7 +41,7 @@ log = logging.getLogger("dq.supervisor")
 # with a TTL that shrinks to a few seconds once the job is past its timeout. A heartbeat only
 # counts as stale this long after its deadline, so a live remote worker never looks dead.
 STALE_HEARTBEAT_SLACK = 30.0
-# A job in one of these (or gone) never writes to its `.part` again; a requeued one might.
+# A job in one of these (or gone) never writes to its partial file again; a requeued one might.
 ENDED_STATUSES = frozenset({None, "finished", "failed", "stopped", "canceled"})
 
 
@@ -66,7 +67,8 @@ class StartedJob:
     status: str | None = None
     started_at: float | None = None  # unix time
     timeout: int | None = None
-    final_path: str | None = None  # meta["path"]: where the download goes (`.part` beside it)
+    final_path: str | None = None  # meta["path"]: where the download goes (its partial file beside it)
+    created_dir: str | None = None  # meta["created_dir"]: the top-most folder the download created
 
 
 def why_dead(job: StartedJob, *, host: str, now: float, alive: Callable[[int], bool] = pid_alive) -> str | None:
@@ -108,15 +110,15 @@ def _timestamp(value: Any) -> float | None:
         return None
 
 
-def _final_path(raw_meta: Any) -> str | None:
+def _meta_text(raw_meta: Any, name: str) -> str | None:
     if not raw_meta:
         return None
     try:
         meta = SERIALIZER.loads(raw_meta)
     except ValueError:
         return None
-    path = meta.get("path") if isinstance(meta, dict) else None
-    return path if isinstance(path, str) else None
+    value = meta.get(name) if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def redis_time(connection: redis.Redis) -> float:
@@ -168,7 +170,8 @@ def read_started(connection: redis.Redis, queue_name: str) -> list[StartedJob]:
             status=reply_text(status),
             started_at=_timestamp(started_at),
             timeout=_int(timeout),
-            final_path=_final_path(meta),
+            final_path=_meta_text(meta, "path"),
+            created_dir=_meta_text(meta, "created_dir"),
         )
         for job_id, execution_id, score, worker_name, status, started_at, timeout, meta in details
     ]
@@ -186,6 +189,10 @@ class Recovery:
     alive: Callable[[int], bool] = pid_alive
     interrupted: dict[str, StartedJob] = field(default_factory=dict)  # by `interrupt`, for `fail_interrupted`
 
+    @property
+    def policy(self) -> retries.RetryPolicy:
+        return retries.RetryPolicy.from_settings(self.settings)
+
     def scan(self) -> tuple[list[StartedJob], float]:
         return read_started(self.connection, self.settings.queue_name), redis_time(self.connection)
 
@@ -198,7 +205,7 @@ class Recovery:
         return found
 
     def recover(self, jobs: Iterable[StartedJob], now: float) -> list[str]:
-        """Fail every job whose worker is dead with the recovery message; return their ids."""
+        """End the attempt of every job whose worker is dead (retry or fail); return their ids."""
         dead = self.dead(jobs, now)
         if not dead:
             return []
@@ -214,11 +221,20 @@ class Recovery:
             if not started:
                 # Ended or deleted already (its worker died after that): only the entry is left.
                 self._drop_leftover(job)
-            elif fail_started_job(
-                self.connection, self.settings.queue_name, job.job_id, messages.RECOVERED, event=history.RECOVERED
-            ):
+                if job.status in ENDED_STATUSES:
+                    self.remove_part(job)
+                continue
+            outcome = end_started_job(
+                self.connection,
+                self.settings.queue_name,
+                job.job_id,
+                retries.died(messages.RECOVERED),
+                self.policy,
+                event=history.RECOVERED,
+            )
+            if outcome is not None:
                 recovered.append(job.job_id)
-            if started or job.status in ENDED_STATUSES:
+            if outcome == FAILED:
                 self.remove_part(job)
         return recovered
 
@@ -239,7 +255,7 @@ class Recovery:
         self.connection.zrem(keys.started(self.settings.queue_name), f"{job.job_id}:{job.execution_id}")
 
     def remove_part(self, job: StartedJob) -> None:
-        removed = remove_part_file(self.settings.download_dir, job.final_path)
+        removed = parts.discard(self.settings.download_dir, job.final_path, job.job_id, job.created_dir)
         if removed is not None:
             log.info("removed partial file %s of job %s", removed, job.job_id)
 
@@ -265,18 +281,34 @@ class Recovery:
         return [job.job_id for job in interrupted]
 
     def fail_interrupted(self, worker_names: Iterable[str], message: str) -> list[str]:
-        """Fail what these (now stopped) workers left started; remove their partial files."""
+        """End the attempt of what these (now stopped) workers left started: retry or fail.
+
+        A partial file stays while its job will be tried again, and goes once it failed (also
+        for the jobs the workers recorded themselves: the horse died before its cleanup).
+        """
         names = set(worker_names)
         jobs, _now = self.scan()
         left = {job.job_id: job for job in jobs if job.worker_name in names}
-        failed = []
+        ended = []
         for job in left.values():
-            if fail_started_job(
-                self.connection, self.settings.queue_name, job.job_id, message, event=history.INTERRUPTED
-            ):
-                failed.append(job.job_id)
-        # Also the jobs their workers recorded themselves: the horse died before its cleanup.
-        for job in {**self.interrupted, **left}.values():
-            self.remove_part(job)
+            outcome = end_started_job(
+                self.connection,
+                self.settings.queue_name,
+                job.job_id,
+                retries.died(message),
+                self.policy,
+                event=history.INTERRUPTED,
+            )
+            if outcome is not None:
+                ended.append(job.job_id)
+        gone = {**self.interrupted, **left}
+        if gone:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for job_id in gone:
+                    pipe.hget(keys.job(job_id), "status")
+                statuses = [reply_text(reply) for reply in pipe.execute()]
+            for job, status in zip(gone.values(), statuses, strict=True):
+                if status not in parts.LIVE_STATUSES:
+                    self.remove_part(job)
         self.interrupted.clear()
-        return failed
+        return ended

@@ -21,6 +21,19 @@ can name a file, e.g. ``/bytes/100/song.flac``):
 - ``/status/<code>``: that status with a short text body. Query: ``retry_after=<v>`` adds
   Retry-After, ``location=<url>`` adds Location (for redirect tests).
 - ``/files/<name>``: content registered with ``FaultServer.add_file``.
+- ``/flaky/<k>/<n>``: the first k requests for this exact path and query fail (``status=<code>``,
+  default 503, with ``retry_after=<v>`` if given; ``status=reset`` resets the connection), then
+  it serves as ``/bytes/<n>``.
+- ``/cut/<b>/<n>``: like ``/bytes/<n>``, but a response that starts at byte 0 stops after b
+  bytes with a clean close (a short body); a ``Range`` request is answered from where it asks.
+- ``/html``: a 200 web page (``Content-Type: text/html``), as login and error pages are.
+
+``/bytes``, ``/flaky`` and ``/cut`` bodies carry an ``ETag`` and a ``Last-Modified`` and honour
+``Range: bytes=N-`` with ``If-Range`` (206 with ``Content-Range``; a validator that does not
+match gets the whole body, 200). Query: ``ignore_range=1`` always answers 200,
+``range_status=416`` answers a Range request with 416, ``validators=0`` sends neither validator,
+``etag=0`` only Last-Modified, ``ctype=<type>`` sets Content-Type.
+``FaultServer.request_log`` records every request's path, headers, body bytes sent and arrival.
 
 HEAD gets the same headers as GET and no body (``/hang`` and ``/reset`` behave as for GET).
 Every response carries ``Connection: close``.
@@ -38,6 +51,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
@@ -84,6 +98,21 @@ def pattern_bytes(n: int) -> bytes:
 
 class _BadRequest(Exception):
     pass
+
+
+@dataclass
+class RequestRecord:
+    """One request as the server saw it: `at` is time.monotonic() when its headers arrived."""
+
+    path: str
+    query: str
+    headers: dict[str, str]
+    at: float
+    bytes_sent: int = 0  # body bytes written to the socket
+    status: int = 0
+
+
+LAST_MODIFIED = "Wed, 21 Oct 2026 07:28:00 GMT"
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -150,7 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._released = False
         self._completed = False
         self._disconnected = False
-        self.fault._begin(self._path)
+        self._record = RequestRecord(self._path, parts.query, dict(self.headers.items()), time.monotonic())
+        self.fault._begin(self._path, self._record)
         try:
             query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
             try:
@@ -195,27 +225,80 @@ class _Handler(BaseHTTPRequestHandler):
             self._status(args, query)
         elif kind == "files":
             self._file(args)
+        elif kind == "flaky":
+            self._flaky(args, query)
+        elif kind == "cut":
+            cut_at = _count(args)
+            self._bytes(_count(args[1:]), query, cut_at=cut_at)
+        elif kind == "html":
+            page = b"<!DOCTYPE html><html><body><form>Sign in</form></body></html>\n"
+            self._respond(200, page, content_type="text/html; charset=utf-8")
         else:
             self._respond(404, b"404 Not Found\n")
 
     # -- behaviours -------------------------------------------------------------------------
 
-    def _bytes(self, n: int, query: dict[str, str]) -> None:
+    def _bytes(self, n: int, query: dict[str, str], *, cut_at: int | None = None) -> None:
         delay = _number(query, "delay", 0.0)
         rate = _number(query, "rate", 0.0)
         if "rate" in query and rate <= 0:
             raise _BadRequest("rate must be > 0")
-        headers = self._body_headers(None if query.get("nolength") in ("1", "true", "yes") else n)
+        nolength = query.get("nolength") in ("1", "true", "yes")
+        headers = self._body_headers(None if nolength else n, query.get("ctype"))
         if "cd" in query:
             headers.append(("Content-Disposition", f'attachment; filename="{query["cd"]}"'))
         if "cdraw" in query:
             headers.append(("Content-Disposition", query["cdraw"]))
+        etag = f'"pattern-{n}"'
+        if query.get("validators") != "0":
+            headers += [("Last-Modified", LAST_MODIFIED), ("Accept-Ranges", "bytes")]
+            if query.get("etag") != "0":
+                headers.append(("ETag", etag))
         if delay and not self._sleep(delay):
             return
-        if rate:
-            self._paced_body(n, n / rate, headers=headers)
-        elif self._send_headers(200, headers, last=n == 0):
-            self._send_range(0, n, last=True)
+        start = self._range_start(n, query, (etag, LAST_MODIFIED))
+        if start == -1:
+            self._respond(416, b"416 Range Not Satisfiable\n", extra=[("Content-Range", f"bytes */{n}")])
+            return
+        code = 200
+        if start:
+            code = 206
+            headers = [(k, v) for k, v in headers if k != "Content-Length"]
+            headers += [("Content-Length", str(n - start)), ("Content-Range", f"bytes {start}-{n - 1}/{n}")]
+        end = n if cut_at is None or start else min(cut_at, n)
+        seconds = (end - start) / rate if rate else 0.0
+        if self._send_headers(code, headers, last=end == start):
+            # Returning after a cut closes the connection with a FIN: a short body.
+            self._send_range(start, end, last=True, seconds=seconds)
+
+    def _range_start(self, n: int, query: dict[str, str], validators: tuple[str, str]) -> int:
+        """Where a `Range: bytes=N-` request starts (0: the whole body; -1: answer 416)."""
+        wanted = self.headers.get("Range", "")
+        if not wanted.startswith("bytes=") or query.get("ignore_range") == "1":
+            return 0
+        if query.get("range_status") == "416":
+            return -1
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and (query.get("validators") == "0" or if_range not in validators):
+            return 0  # the file changed (or we never said what it was): all of it again
+        first, _dash, last = wanted.removeprefix("bytes=").partition("-")
+        if not first.isdigit() or last:
+            return 0  # only the open-ended form the downloader sends
+        start = int(first)
+        return start if start < n else -1
+
+    def _flaky(self, args: list[str], query: dict[str, str]) -> None:
+        failures = _count(args)
+        if self.fault._flaky_hit(self._path + "?" + self._record.query) <= failures:
+            how = query.get("status", "503")
+            if how == "reset":
+                self._reset()
+                return
+            extra = [("Retry-After", query["retry_after"])] if "retry_after" in query else []
+            code = int(how) if how.isdigit() else 503
+            self._respond(code, f"{code} {_phrase(code)}\n".encode(), extra=extra)
+            return
+        self._bytes(_count(args[1:]), query)
 
     def _paced_body(
         self,
@@ -269,8 +352,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _body_headers(self, length: int | None) -> list[tuple[str, str]]:
-        headers = [("Content-Type", "application/octet-stream")]
+    def _body_headers(self, length: int | None, content_type: str | None = None) -> list[tuple[str, str]]:
+        headers = [("Content-Type", content_type or "application/octet-stream")]
         if length is not None:
             headers.append(("Content-Length", str(length)))
         return headers
@@ -339,6 +422,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return False
             if not self._write(_pattern_range(offset, stop), last=last and stop == end):
                 return False
+            self._record.bytes_sent += stop - offset
             offset = stop
         return True
 
@@ -454,6 +538,8 @@ class FaultServer:
         self._requests: list[str] = []
         self._completed: list[str] = []
         self._disconnects: list[tuple[str, float]] = []
+        self._log: list[RequestRecord] = []
+        self._flaky_hits: dict[str, int] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -545,6 +631,12 @@ class FaultServer:
             return list(self._requests)
 
     @property
+    def request_log(self) -> list[RequestRecord]:
+        """Every request in arrival order: path, query, headers, body bytes sent, arrival time."""
+        with self._lock:
+            return list(self._log)
+
+    @property
     def completed(self) -> list[str]:
         """URL paths whose response was sent in full, in completion order."""
         with self._lock:
@@ -562,6 +654,7 @@ class FaultServer:
             self._requests.clear()
             self._completed.clear()
             self._disconnects.clear()
+            self._log.clear()
             self._max_active = self._active
 
     def wait_until(self, predicate: Callable[[FaultServer], bool], timeout: float) -> bool:
@@ -588,11 +681,18 @@ class FaultServer:
         with self._lock:
             self._connections.pop(sock, None)
 
-    def _begin(self, path: str) -> None:
+    def _begin(self, path: str, record: RequestRecord) -> None:
         with self._lock:
+            self._log.append(record)
             self._requests.append(path)
             self._active += 1
             self._max_active = max(self._max_active, self._active)
+
+    def _flaky_hit(self, key: str) -> int:
+        """How many requests `key` (path and query) has had, this one included."""
+        with self._lock:
+            self._flaky_hits[key] = self._flaky_hits.get(key, 0) + 1
+            return self._flaky_hits[key]
 
     def _end(self) -> None:
         with self._lock:

@@ -49,7 +49,13 @@ FAST_SETTINGS = {
     "DQ_CLEANUP_INTERVAL": "0.5",
     "DQ_SHUTDOWN_GRACE": "4",
     "DQ_ALLOW_PRIVATE_NETWORKS": "1",
+    # Phase 1's behaviour, which the checklist tests pin down: one attempt per job.
+    # tests/test_retries.py turns retries on with RETRY_SETTINGS.
+    "DQ_RETRIES": "0",
 }
+
+# Retries on, with delays short enough for tests (the contract's are 1,2,5,10 s).
+RETRY_SETTINGS = {"DQ_RETRIES": "3", "DQ_RETRY_DELAYS": "0.2,0.4", "DQ_RETRY_AFTER_MAX": "10"}
 
 # A fault-server path at 20 kB/s for 20 s: well above the stall guard, far from done.
 SLOW = "/slow/400000/{name}.flac?seconds=20"

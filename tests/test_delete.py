@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from jobs.paths import part_path
 from tests.faultserver import FaultServer
 from tests.helpers import Service, assert_never_back, enqueue, listed, run_dq, status_of, traces, wait_until
 
@@ -56,7 +57,7 @@ def test_delete_during_a_download_stops_it(
     start_service(env)
     [job_id] = enqueue(env, fault_server.url("/slow/3000000/long.flac?seconds=40"))
     downloads = tmp_path / "downloads"
-    assert wait_until(lambda: (downloads / "long.flac.part").exists(), 15)
+    assert wait_until(lambda: part_path(downloads / "long.flac", job_id).exists(), 15)
     assert wait_until(lambda: fault_server.active == 1, 5)
     lines, code, elapsed = delete(env, job_id)
     assert (lines, code) == ([f"{job_id} cancelled"], 0)
@@ -65,7 +66,7 @@ def test_delete_during_a_download_stops_it(
     # The command returned only after the download stopped: the server saw the client go.
     assert wait_until(lambda: [p for p, _ in fault_server.disconnects] == ["/slow/3000000/long.flac"], 0.3)
     assert fault_server.active == 0
-    assert not (downloads / "long.flac.part").exists()
+    assert not part_path(downloads / "long.flac", job_id).exists()
     assert not (downloads / "long.flac").exists()
     assert_never_back(connection, env, job_id)
     assert list(downloads.rglob("*.flac*")) == []
@@ -83,7 +84,7 @@ def test_delete_of_a_hung_download_kills_it_with_the_stop_command(
     env = {**env, "DQ_REQUEST_TIMEOUT": "30"}  # the read would otherwise give up by itself after 1 s
     service = start_service(env)
     [job_id] = enqueue(env, fault_server.url("/hang-body/2000000/stuck.flac"))
-    part = tmp_path / "downloads" / "stuck.flac.part"
+    part = part_path(tmp_path / "downloads" / "stuck.flac", job_id)
     assert wait_until(lambda: part.exists() and meta_path(connection, job_id), 15)
     lines, code, elapsed = delete(env, job_id)
     assert (lines, code) == ([f"{job_id} cancelled"], 0)

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from jobs import messages
+from jobs.paths import part_path
 from tests.faultserver import FaultServer
 from tests.helpers import Service, enqueue, run_dq, status_of, wait_until
 
@@ -44,7 +45,7 @@ def test_history_lists_every_state_change_with_the_exact_messages(
     album_id, track = enqueue(env, "--album", "Kept", "http://example.invalid/never.flac")
     assert wait_until(lambda: status_of(connection, done) == "finished", 20)
     assert wait_until(lambda: status_of(connection, missing) == "failed", 20)
-    assert wait_until(lambda: (tmp_path / "downloads" / "long.flac.part").exists(), 20)
+    assert wait_until(lambda: part_path(tmp_path / "downloads" / "long.flac", running).exists(), 20)
     assert wait_until(lambda: status_of(connection, track) == "failed", 20)
 
     deleted = run_dq(["delete", running, done, album_id], env)

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from jobs import messages
+from jobs.paths import part_path
 from tests.faultserver import FaultServer, pattern_bytes
 from tests.helpers import Service, dq_stats, enqueue, listed, run_dq, wait_until
 
@@ -41,20 +42,20 @@ def test_download_deletion_and_recovery_under_another_key_prefix(
     assert (downloads / "one.flac").read_bytes() == pattern_bytes(200000)
 
     [deleted] = enqueue(env, fault_server.url("/slow/2000000/two.flac?seconds=30"))
-    assert wait_until(lambda: (downloads / "two.flac.part").exists(), timeout=20)
+    assert wait_until(lambda: part_path(downloads / "two.flac", deleted).exists(), timeout=20)
     result = run_dq(["delete", deleted], env)
     assert result.stdout.split() == [deleted, "cancelled"], result.stderr
     assert list(connection.scan_iter(f"*{deleted}*")) == []
 
     [crashed] = enqueue(env, fault_server.url("/slow/2000000/three.flac?seconds=30"))
-    assert wait_until(lambda: (downloads / "three.flac.part").exists(), timeout=20)
+    assert wait_until(lambda: part_path(downloads / "three.flac", crashed).exists(), timeout=20)
     worker_name = connection.hget(f"{PREFIX}:job:{crashed}", "worker_name")
     assert worker_name, "the started job names its worker under the prefix"
     worker_pid = int(connection.hget(f"{PREFIX}:worker:{worker_name.decode()}", "pid") or 0)
     os.kill(worker_pid, signal.SIGKILL)
     assert wait_until(lambda: state_of(env, crashed) == "failed", timeout=20)
     assert listed(env)[crashed]["error"] == messages.RECOVERED
-    assert not (downloads / "three.flac.part").exists()
+    assert not part_path(downloads / "three.flac", crashed).exists()
 
     assert [key for key in connection.scan_iter("rq:*")] == []
     assert any(True for _ in connection.scan_iter(f"{PREFIX}:job:*"))

@@ -13,16 +13,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import redis
+from rq.job import Job
+from rq.queue import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from config import Settings
 from jobs import history, messages
-from jobs.failure import fail_started_job
-from jobs.paths import remove_part_file
+from jobs.connection import SERIALIZER
+from jobs.failure import end_started_job
+from jobs.paths import part_path, remove_part_file
+from jobs.retries import RetryPolicy, died, promote_due
+from jobs.tombstones import mark_deleted
 from supervisor.cleanup import Cleanup
 from tests.faultserver import FaultServer
 from tests.helpers import (
@@ -45,12 +51,16 @@ from tests.helpers import (
 
 
 # --- the safe failure itself ---------------------------------------------------------------------
-def test_fail_started_job_records_a_clean_failure(connection: redis.Redis, settings: Settings, tmp_path: Path) -> None:
+def test_end_started_job_records_a_clean_failure(connection: redis.Redis, settings: Settings, tmp_path: Path) -> None:
     job_id = insert_started_job(connection, settings, worker_name="w.gone", started_ago=3)
     registry = StartedJobRegistry(settings.queue_name, connection=connection)
     assert registry.get_job_ids(cleanup=False) == [job_id]
 
-    assert fail_started_job(connection, settings.queue_name, job_id, messages.RECOVERED, event=history.RECOVERED)
+    policy = RetryPolicy.from_settings(settings)  # DQ_RETRIES=0: Phase 1, no retry
+    ended = end_started_job(
+        connection, settings.queue_name, job_id, died(messages.RECOVERED), policy, event=history.RECOVERED
+    )
+    assert ended == "failed"
 
     assert status_of(connection, job_id) == "failed"
     assert error_of(connection, job_id) == messages.RECOVERED
@@ -59,22 +69,62 @@ def test_fail_started_job_records_a_clean_failure(connection: redis.Redis, setti
     assert not connection.keys(f"rq:execution:{job_id}:*")
     assert [e["event"] for e in history.read(connection, job_id)] == ["recovered"]
     # A second attempt (another supervisor, the worker itself) changes nothing.
-    assert not fail_started_job(connection, settings.queue_name, job_id, "other text")
+    assert end_started_job(connection, settings.queue_name, job_id, died("other text"), policy) is None
     assert error_of(connection, job_id) == messages.RECOVERED
 
 
 def test_remove_part_file_stays_inside_the_download_dir(tmp_path: Path) -> None:
     root = tmp_path / "downloads"
     (root / "a").mkdir(parents=True)
-    inside = root / "a" / "song.flac.part"
+    owner = "0c3b6a5e-7a39-4d5e-9f0e-2b1f3c4d5e6f"
+    inside = part_path(root / "a" / "song.flac", owner)
     inside.write_bytes(b"x")
-    outside = tmp_path / "elsewhere.flac.part"
+    outside = part_path(tmp_path / "elsewhere.flac", owner)
     outside.write_bytes(b"x")
-    assert remove_part_file(root, str(root / "a" / "song.flac")) == inside.resolve()
+    assert remove_part_file(root, str(root / "a" / "song.flac"), owner) == inside.resolve()
     assert not inside.exists()
-    assert remove_part_file(root, str(tmp_path / "elsewhere.flac")) is None
+    assert remove_part_file(root, str(tmp_path / "elsewhere.flac"), owner) is None
     assert outside.exists()
-    assert remove_part_file(root, None) is None
+    assert remove_part_file(root, None, owner) is None
+
+
+def test_a_crash_with_attempts_left_waits_for_its_retry_and_keeps_its_partial_file(
+    connection: redis.Redis, settings: Settings
+) -> None:
+    settings = replace(settings, retries=2, retry_delays=(30,))
+    settings.download_dir.mkdir(parents=True)
+    final = settings.download_dir / "song.flac"
+    job_id = insert_started_job(connection, settings, worker_name="w.gone", started_ago=3, final_path=final)
+    part = part_path(final, job_id)
+    part.write_bytes(b"partial")
+    before = time.time()
+    assert Cleanup.create(connection, settings).run(0.0).recovered == [job_id]
+    assert status_of(connection, job_id) == "scheduled"
+    due = connection.zscore(f"rq:scheduled:{settings.queue_name}", job_id)
+    assert due is not None and before + 30 <= due <= time.time() + 36  # the delay, plus up to 20 % jitter
+    assert part.exists()
+    assert not StartedJobRegistry(settings.queue_name, connection=connection).get_job_ids(cleanup=False)
+    events = [(event["event"], event["message"]) for event in history.read(connection, job_id)]
+    assert events[0] == ("recovered", messages.RECOVERED)
+    assert events[1][0] == "retrying" and events[1][1].startswith("retry 2/3 in ")
+    job = Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
+    assert (job.meta["attempts"], job.meta["max_attempts"], job.meta["last_error"]) == (1, 3, messages.RECOVERED)
+    # Not due yet: stays; once due, back in the queue (and only once, whoever moves it).
+    assert promote_due(connection, settings.queue_name, now=due - 1) == []
+    assert promote_due(connection, settings.queue_name, now=due) == [job_id]
+    assert promote_due(connection, settings.queue_name, now=due) == []
+    assert status_of(connection, job_id) == "queued"
+    assert Queue(settings.queue_name, connection=connection).get_job_ids() == [job_id]
+
+
+def test_a_deleted_retry_is_never_moved_back(connection: redis.Redis, settings: Settings) -> None:
+    settings = replace(settings, retries=1)
+    job_id = insert_started_job(connection, settings, worker_name="w.gone", started_ago=3)
+    assert Cleanup.create(connection, settings).run(0.0).recovered == [job_id]
+    assert status_of(connection, job_id) == "scheduled"
+    mark_deleted(connection, [job_id])
+    assert promote_due(connection, settings.queue_name, now=time.time() + 3600) == []
+    assert Queue(settings.queue_name, connection=connection).get_job_ids() == []
 
 
 # --- recovery decisions against real Redis, in process ----------------------------------------
@@ -83,10 +133,6 @@ def test_recovery_fails_only_jobs_of_dead_workers(
 ) -> None:
     download_dir = settings.download_dir
     download_dir.mkdir(parents=True)
-    dead_part = download_dir / "dead.flac.part"
-    dead_part.write_bytes(b"partial")
-    live_part = download_dir / "live.flac.part"
-    live_part.write_bytes(b"partial")
     register_fake_worker(connection, "w.alive.here", os.getpid())
     register_fake_worker(connection, "w.dead.here", 2**22 + 12345)  # beyond pid_max: not running
     register_fake_worker(connection, "w.remote", 1, hostname="some-other-host")
@@ -98,6 +144,10 @@ def test_recovery_fails_only_jobs_of_dead_workers(
         connection, settings, worker_name="w.alive.here", started_ago=2, final_path=download_dir / "live.flac"
     )
     remote = insert_started_job(connection, settings, worker_name="w.remote", started_ago=2)
+    dead_part = part_path(download_dir / "dead.flac", gone)
+    dead_part.write_bytes(b"partial")
+    live_part = part_path(download_dir / "live.flac", alive)
+    live_part.write_bytes(b"partial")
     remote_stale = insert_started_job(connection, settings, worker_name="w.remote", started_ago=2)
     # A stale heartbeat is one whose registry score lies well in the past.
     registry = StartedJobRegistry(settings.queue_name, connection=connection)

@@ -105,3 +105,34 @@ def test_rq_stores_the_job_and_worker_fields_we_read_directly(connection: redis.
     assert {"hostname", "pid", "birth"} <= worker_fields
     worker.register_death()
     assert connection.hexists(keys.worker(worker.name), "death")
+
+
+def test_a_scheduled_retry_is_stored_as_rq_stores_scheduled_jobs(connection: redis.Redis) -> None:
+    """`jobs.retries` writes the job hash's status and meta and the ScheduledJobRegistry by hand
+    (exact float due times), and moves due jobs with a Lua script: RQ must read them as its own."""
+    from datetime import UTC, datetime
+
+    from rq.registry import ScheduledJobRegistry
+
+    from jobs import retries
+
+    queue = Queue("compat", connection=connection, serializer=SERIALIZER)
+    job = queue.enqueue("jobs.track.download_track", url="http://example.com/a.flac")
+    queue.remove(job.id)
+    policy = retries.RetryPolicy(max_attempts=3, delays=(5,), retry_after_max=10)
+    failure = retries.Failure("HTTP 503 Service Unavailable", retryable=True)
+    decision = retries.Decision(True, 1, 1_900_000_000.5)
+    with connection.pipeline() as pipe:
+        retries.schedule(pipe, job, decision, failure, policy)
+        pipe.execute()
+    fetched = Job.fetch(job.id, connection=connection, serializer=SERIALIZER)
+    assert fetched.get_status() == JobStatus.SCHEDULED
+    assert fetched.meta["attempts"] == 1 and fetched.meta["last_error"] == failure.line
+    registry = ScheduledJobRegistry(queue=queue)
+    assert registry.get_job_ids(cleanup=False) == [job.id]
+    assert registry.get_scheduled_time(job.id) == datetime.fromtimestamp(1_900_000_000.5, UTC)
+    assert retries.promote_due(connection, "compat", now=1_900_000_001) == [job.id]
+    assert keys.queue("compat").encode() in connection.smembers(keys.QUEUES)
+    assert queue.get_job_ids() == [job.id]
+    dequeued = Queue.dequeue_any([queue], timeout=None, connection=connection, serializer=SERIALIZER)
+    assert dequeued is not None and dequeued[0].id == job.id and dequeued[0].get_status() == JobStatus.QUEUED

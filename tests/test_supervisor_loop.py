@@ -8,15 +8,17 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import redis
 from rq.queue import Queue
 
 from config import Settings
+from jobs import parts
 from jobs.connection import SERIALIZER
 from jobs.failure import failure_reason
+from jobs.paths import part_path
+from jobs.workers import this_host
 from supervisor import cleanup as cleanup_module
 from supervisor.cleanup import PARENT_RECORD_WAIT, Cleanup, MaintenanceLock
 from supervisor.loop import Phase, Supervisor
@@ -73,6 +75,7 @@ class FakeCaretaker:
     calls: list[tuple[object, ...]] = field(default_factory=list)
     log: list[str] | None = None  # shared with the pool, to check the order
     fail_runs: int = 0
+    promotions: int = 0  # promote() calls: counted apart, so `calls` stays the decisions' story
 
     def startup(self) -> None:
         self.calls.append(("startup",))
@@ -85,6 +88,10 @@ class FakeCaretaker:
             self.fail_runs -= 1
             raise redis.exceptions.ConnectionError("Redis went away")
         return None
+
+    def promote(self) -> object:
+        self.promotions += 1
+        return []
 
     def interrupt(self, workers: Mapping[str, int], message: str) -> list[str]:
         self.calls.append(("interrupt", dict(workers), message))
@@ -129,6 +136,15 @@ def test_cleanup_runs_every_interval(settings: Settings) -> None:
     assert caretaker.named("run") == [("run", 2.0)]
     run_until(supervisor, 2.0, 6.0)
     assert [call[1] for call in caretaker.named("run")] == [2.0, 4.0, 6.0]
+
+
+def test_due_retries_are_moved_every_tick_but_not_once_stopping(settings: Settings) -> None:
+    supervisor, _pool, caretaker = make(settings)
+    run_until(supervisor, 0.0, 1.0)
+    assert caretaker.promotions == 10  # every 0.1 s step, not every 2 s cleanup
+    supervisor.request_stop()
+    run_until(supervisor, 1.0, 2.0)
+    assert caretaker.promotions == 10  # draining: the workers take no new job, retries wait in Redis
 
 
 def test_a_dead_worker_triggers_cleanup_at_once(settings: Settings) -> None:
@@ -338,40 +354,48 @@ def test_backstop_leaves_jobs_within_their_time_and_other_hosts_alone(
     assert status_of(connection, fresh) == status_of(connection, remote) == "started"
 
 
-def test_ended_jobs_lose_their_part_file(connection: redis.Redis, settings: Settings) -> None:
+def test_ended_jobs_lose_their_part_file_without_memory_of_the_supervisor(
+    connection: redis.Redis, settings: Settings
+) -> None:
     settings.download_dir.mkdir(parents=True)
     register_fake_worker(connection, "w.here", os.getpid())
     final = settings.download_dir / "song.flac"
-    part = Path(str(final) + ".part")
-    part.write_bytes(b"partial")
     job_id = insert_started_job(connection, settings, worker_name="w.here", started_ago=1, final_path=final)
-    cleanup = Cleanup.create(connection, settings, processes=lambda: [])
-    cleanup.run(0.0)
+    part = part_path(final, job_id)
+    part.write_bytes(b"partial")
+    parts.track(connection, this_host(), part)  # as the download does when it starts
+    Cleanup.create(connection, settings, processes=lambda: []).run(0.0)
     assert part.exists()  # still running
-    # Its worker ended it (here: by hand) without removing the part.
+    connection.hset(f"rq:job:{job_id}", "status", "scheduled")
+    Cleanup.create(connection, settings, processes=lambda: []).run(0.5)
+    assert part.exists()  # waiting for its retry: it resumes from this file
+    # It ended (here: by hand) without removing the part; a new supervisor (no memory) sweeps it.
     connection.hset(f"rq:job:{job_id}", "status", "failed")
     connection.delete(f"rq:wip:{settings.queue_name}")
-    assert cleanup.run(1.0).parts_removed == [part.resolve()]
+    assert Cleanup.create(connection, settings, processes=lambda: []).run(1.0).parts_removed == [part]
     assert not part.exists()
+    assert connection.smembers(f"dq:parts:{this_host()}") == set()
 
 
-def test_startup_sweeps_old_unclaimed_part_files(connection: redis.Redis, settings: Settings) -> None:
+def test_startup_sweeps_partial_files_whose_job_is_gone(connection: redis.Redis, settings: Settings) -> None:
     (settings.download_dir / "Album").mkdir(parents=True)
-    old = settings.download_dir / "Album" / "old.flac.part"
-    young = settings.download_dir / "young.flac.part"
-    claimed = settings.download_dir / "claimed.flac.part"
-    for path in (old, young, claimed):
-        path.write_bytes(b"x")
-    long_ago = time.time() - 3600
-    os.utime(old, (long_ago, long_ago))
-    os.utime(claimed, (long_ago, long_ago))
     register_fake_worker(connection, "w.here", os.getpid())
-    insert_started_job(
-        connection, settings, worker_name="w.here", started_ago=1, final_path=settings.download_dir / "claimed.flac"
-    )
+    running = insert_started_job(connection, settings, worker_name="w.here", started_ago=1)
+    waiting = insert_started_job(connection, settings, worker_name="w.here", started_ago=1)
+    connection.hset(f"rq:job:{waiting}", "status", "scheduled")
+    ended = insert_started_job(connection, settings, worker_name="w.here", started_ago=1)
+    connection.hset(f"rq:job:{ended}", "status", "failed")
+    album = settings.download_dir / "Album"
+    of_gone = part_path(album / "old.flac", "0c3b6a5e-7a39-4d5e-9f0e-2b1f3c4d5e6f")
+    of_ended = part_path(album / "ended.flac", ended)
+    of_running = part_path(settings.download_dir / "running.flac", running)
+    of_waiting = part_path(settings.download_dir / "waiting.flac", waiting)
+    users_own = album / "notes.part"  # no job id in its name: never ours
+    for path in (of_gone, of_ended, of_running, of_waiting, users_own):
+        path.write_bytes(b"x")
     Cleanup.create(connection, settings, processes=lambda: []).startup()
-    assert not old.exists()
-    assert young.exists() and claimed.exists()
+    assert not of_gone.exists() and not of_ended.exists()
+    assert of_running.exists() and of_waiting.exists() and users_own.exists()
 
 
 @pytest.mark.timeout(120)

@@ -18,6 +18,7 @@ from jobs import history, messages
 from jobs.connection import SERIALIZER
 from jobs.deletion import CANCELLED, delete_jobs
 from jobs.enqueue import TrackRequest, enqueue_tracks
+from jobs.paths import part_path
 from jobs.views import error_line
 from jobs.worker import DownloadWorker
 from supervisor.redis_server import RedisServer
@@ -96,7 +97,7 @@ def test_deletion_while_running_stops_the_download_and_leaves_nothing(
 
     def delete_once_downloading() -> None:
         other = redis.Redis.from_url(redis_server.url)
-        assert wait_until(lambda: (settings.download_dir / "big.bin.part").exists(), timeout=15)
+        assert wait_until(lambda: part_path(settings.download_dir / "big.bin", job.id).exists(), timeout=15)
         outcome.extend(delete_jobs(other, settings, [job.id]))
         other.close()
 
@@ -106,6 +107,6 @@ def test_deletion_while_running_stops_the_download_and_leaves_nothing(
     deleter.join(30)
     assert outcome == [(job.id, CANCELLED)]
     assert [key for key in connection.scan_iter(f"*{job.id}*")] == []
-    assert not (settings.download_dir / "big.bin.part").exists()
+    assert not part_path(settings.download_dir / "big.bin", job.id).exists()
     assert not (settings.download_dir / "big.bin").exists()
     assert events_of(connection, job.id)[-1] == ("cancelled", messages.CANCELLED)

@@ -1,0 +1,72 @@
+"""Disk space: checked before the first byte, and ENOSPC mid-stream, on a real small tmpfs."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs.download import Target, download
+from jobs.errors import DiskFull
+from jobs.files import free_bytes
+from tests.faultserver import FaultServer, pattern_bytes
+
+pytestmark = pytest.mark.timeout(30)
+
+JOB = "0d1e2f3a-4b5c-4d6e-8f7a-9b0c1d2e3f4a"
+TMPFS_BYTES = 4 * 1024 * 1024
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a file system that really fills up (needs root, as CI and this machine have)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fetch(server: FaultServer, path: str, root: Path, **kwargs: object) -> Path:
+    return download(
+        server.url(path),
+        Target(directory="Album", owner=JOB),
+        download_dir=root,
+        request_timeout=2.0,
+        allow_private=True,
+        keep_partial=True,
+        **kwargs,  # type: ignore[arg-type]
+    ).path
+
+
+def test_too_little_space_fails_before_the_first_byte(fault_server: FaultServer, small_disk: Path) -> None:
+    free = free_bytes(small_disk)
+    with pytest.raises(DiskFull) as raised:
+        fetch(fault_server, "/bytes/3000000/big.flac", small_disk, min_free_bytes=2_000_000)
+    assert str(raised.value) == f"Disk full ({free // 1_000_000} MB free, 5 MB needed)"
+    assert list(small_disk.iterdir()) == []  # not even the folder
+
+
+def test_the_space_check_counts_the_reserve(fault_server: FaultServer, small_disk: Path) -> None:
+    path = fetch(fault_server, "/bytes/1000000/fits.flac", small_disk, min_free_bytes=1_000_000)
+    assert path.read_bytes() == pattern_bytes(1_000_000)
+
+
+def test_a_disk_that_fills_mid_stream_fails_and_leaves_no_partial_file(
+    fault_server: FaultServer, small_disk: Path
+) -> None:
+    # No Content-Length: nothing to check up front, the write itself runs out of space.
+    with pytest.raises(DiskFull, match=r"^Disk full \(0 MB free, \d+ MB needed\)$"):
+        fetch(fault_server, "/bytes/8000000/endless.flac?nolength=1", small_disk)
+    assert [p for p in small_disk.rglob("*") if p.is_file()] == []
+    assert free_bytes(small_disk) == TMPFS_BYTES
