@@ -67,8 +67,11 @@ def test_random_kills_lose_nothing_and_leave_no_partial_file(
     while sum(kills.values()) < KILLS and time.monotonic() - started < 60:
         time.sleep(rng.uniform(0.2, 0.6))
         workers = [pid for _name, pid in spawned_workers(service) if pid_running(pid)]
-        kind = rng.choices(["horse", "worker", "supervisor"], weights=[6, 4, 1])[0]
-        if kind == "supervisor" and kills["supervisor"] < 3:
+        # The supervisor (and its workers and horses with it) at three points of the run for
+        # sure; horses and workers at random in between.
+        due_supervisor_kill = sum(kills.values()) >= 8 * (kills["supervisor"] + 1) and kills["supervisor"] < 3
+        kind = "supervisor" if due_supervisor_kill else rng.choices(["horse", "worker"], weights=[6, 4])[0]
+        if kind == "supervisor":
             os.kill(service.pid, signal.SIGKILL)
             service.process.wait(10)
             kills["supervisor"] += 1

@@ -141,7 +141,9 @@ def test_dashboard_in_a_real_browser(
     wait_status(connection, finished, JobStatus.FINISHED)
     wait_status(connection, not_found, JobStatus.FAILED)
     wait_status(connection, hung, JobStatus.FAILED)
-    running = enqueue_track(connection, settings, fault_server.url(SLOW_PATH.format(name="so-what")))
+    # With the long job timeout: the short one of `settings` would end it before the Delete click.
+    long_settings = Settings.from_env(environment)
+    running = enqueue_track(connection, long_settings, fault_server.url(SLOW_PATH.format(name="so-what")))
     assert fault_server.wait_until(lambda s: s.active == 1, timeout=30), "the download never started"
     views = listed(environment)
     assert views[not_found]["error"] == "HTTP 404 Not Found"
