@@ -35,8 +35,15 @@ from jobs.errors import (
     OversizedBody,
 )
 from jobs.files import claim, first_missing_dir, free_bytes, fsync_dir, numbered
-from jobs.http import LOW_SPEED_LIMIT, RANGE_NOT_SATISFIABLE, StallGuard, connection_message, content_length, wraps
-from jobs.http import open_response as open_response
+from jobs.http import (
+    LOW_SPEED_LIMIT,
+    RANGE_NOT_SATISFIABLE,
+    StallGuard,
+    connection_message,
+    content_length,
+    open_response,
+    wraps,
+)
 from jobs.paths import (
     confined,
     filename_from_content_disposition,
@@ -234,31 +241,25 @@ def _open(
     allow_private: bool,
 ) -> tuple[int, requests.Response, int | None]:
     """(bytes kept from the earlier attempt, the response, the file's full size if known)."""
-    offset = 0
     partial = part_path(resume.final, owner) if resume is not None else None
-    if resume is not None and resume.validator and partial is not None and partial.is_file():
-        offset = partial.stat().st_size
-    if offset and resume is not None and resume.validator:
-        headers = {"Range": f"bytes={offset}-", "If-Range": resume.validator}
+    validator = resume.validator if resume is not None else None
+    offset = partial.stat().st_size if validator and partial is not None and partial.is_file() else 0
+    if offset and validator and partial is not None:
+        headers = {"Range": f"bytes={offset}-", "If-Range": validator}
         response = open_response(
             session, url, request_timeout=request_timeout, allow_private=allow_private, headers=headers
         )
-        full_size = _resumed_at(response, offset, resume.validator)
+        full_size = _resumed_at(response, offset, validator)
         if full_size is not None:
             return offset, response, full_size
-        if response.status_code != RANGE_NOT_SATISFIABLE and response.status_code != 206:
-            _discard(partial)
+        if response.status_code not in (RANGE_NOT_SATISFIABLE, 206):
+            partial.unlink()
             return 0, response, content_length(response)  # a 200: the whole file again, use it
         response.close()  # a 416 or a 206 from elsewhere in the file: ask again for all of it
     if partial is not None:
-        _discard(partial)
+        partial.unlink(missing_ok=True)
     response = open_response(session, url, request_timeout=request_timeout, allow_private=allow_private)
     return 0, response, content_length(response)
-
-
-def _discard(partial: Path | None) -> None:
-    if partial is not None:
-        partial.unlink(missing_ok=True)
 
 
 class _Stream:
@@ -283,10 +284,9 @@ class _Stream:
         self.written = offset  # bytes in the partial file so far
 
     def run(self, on_progress: ProgressCallback | None, clock: Callable[[], float], low_speed_limit: int) -> int:
-        done = self.offset
         try:
             with self._open_partial() as out:
-                done = self._copy(out, on_progress, clock, low_speed_limit)
+                self._copy(out, on_progress, clock, low_speed_limit)
                 out.flush()
                 os.fsync(out.fileno())
         except OSError as error:
@@ -303,6 +303,7 @@ class _Stream:
             # unless another attempt will resume from it.
             self._after_failure(error)
             raise
+        done = self.written
         if self.total is not None and done != self.total:
             self._after_failure(None)
             raise IncompleteBody(messages.incomplete(done, self.total))
@@ -326,7 +327,7 @@ class _Stream:
 
     def _copy(
         self, out: BinaryIO, on_progress: ProgressCallback | None, clock: Callable[[], float], low_speed_limit: int
-    ) -> int:
+    ) -> None:
         response, total = self.response, self.total
         done = self.offset
         guard = StallGuard(self.request_timeout, clock, low_speed_limit)
@@ -344,7 +345,7 @@ class _Stream:
                     raise IncompleteBody(messages.incomplete(done, total)) from error
                 raise ConnectionFailed(connection_message(response.url, error)) from error
             if not chunk:
-                return done
+                return
             if total is not None and done + len(chunk) > total:
                 raise OversizedBody(messages.oversized(total))
             out.write(chunk)

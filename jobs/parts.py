@@ -22,7 +22,7 @@ from rq.job import JobStatus
 from jobs import keys
 from jobs.connection import reply_text
 from jobs.files import remove_empty_dirs
-from jobs.paths import PART_SUFFIX, part_owner, remove_part_file
+from jobs.paths import PART_SUFFIX, in_download_dir, part_owner, remove_part_file
 
 log = logging.getLogger("dq.parts")
 
@@ -44,20 +44,12 @@ def discard(download_dir: Path, final_path: str | None, job_id: str, created_dir
     return removed
 
 
-def _statuses(connection: redis.Redis, job_ids: list[str]) -> list[str | None]:
+def statuses(connection: redis.Redis, job_ids: list[str]) -> list[str | None]:
+    """The RQ status of each job, in one round trip (None: the job is gone)."""
     with connection.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
             pipe.hget(keys.job(job_id), "status")
         return [reply_text(reply) for reply in pipe.execute()]
-
-
-def _inside(download_dir: Path, path: Path) -> bool:
-    root = download_dir.resolve()
-    try:
-        directory = path.parent.resolve()
-    except OSError:
-        return False
-    return directory == root or root in directory.parents
 
 
 def sweep(connection: redis.Redis, download_dir: Path, paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
@@ -65,13 +57,13 @@ def sweep(connection: redis.Redis, download_dir: Path, paths: Iterable[Path]) ->
     owned = [(path, owner) for path in paths if (owner := part_owner(path.name)) is not None]
     if not owned:
         return [], []
-    statuses = _statuses(connection, [owner for _path, owner in owned])
+    found = statuses(connection, [owner for _path, owner in owned])
     removed, missing = [], []
-    for (path, owner), status in zip(owned, statuses, strict=True):
+    for (path, owner), status in zip(owned, found, strict=True):
         if not path.exists():
             missing.append(path)
             continue
-        if status in LIVE_STATUSES or not _inside(download_dir, path):
+        if status in LIVE_STATUSES or not in_download_dir(download_dir, path):
             continue
         try:
             path.unlink()

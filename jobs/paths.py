@@ -169,6 +169,16 @@ _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 _OWNED_PART = re.compile(r".+\.(" + _JOB_ID.pattern + r")" + re.escape(PART_SUFFIX))
 
 
+def in_download_dir(download_dir: Path, path: Path) -> bool:
+    """Whether `path`'s folder (symlinks resolved) is the download dir or below it."""
+    root = download_dir.resolve()
+    try:
+        directory = path.parent.resolve()
+    except OSError:
+        return False
+    return directory == root or root in directory.parents
+
+
 def part_path(final: Path, owner: str) -> Path:
     """The partial file of one job's download: `<final name>.<job id>.part`, never shared."""
     return final.with_name(f"{final.name}.{owner}{PART_SUFFIX}")
@@ -189,15 +199,10 @@ def remove_part_file(download_dir: Path, final_path: str | None, owner: str) -> 
     if not final_path:
         return None
     partial = part_path(Path(final_path), owner)
-    root = download_dir.resolve()
-    try:
-        directory = partial.parent.resolve()
-    except OSError:
+    if not in_download_dir(download_dir, partial):
+        log.warning("not removing %s: outside the download dir %s", partial, download_dir)
         return None
-    if directory != root and root not in directory.parents:
-        log.warning("not removing %s: outside the download dir %s", partial, root)
-        return None
-    target = directory / partial.name
+    target = partial.parent.resolve() / partial.name
     try:
         target.unlink()
     except FileNotFoundError:

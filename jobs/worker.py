@@ -139,9 +139,9 @@ class DownloadWorker(Worker):
         with self.connection.pipeline() as pipeline:
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             retries.schedule(pipeline, job, decision, failure, self.policy)
-            if failure.backoff and failure.retry_after is not None and isinstance(url, str):
-                wait = min(failure.retry_after, self.policy.retry_after_max)
-                retries.hold_host(pipeline, retries.host_of(url), wait, stamp)
+            if failure.backoff and decision.due is not None and isinstance(url, str):
+                # The server's Retry-After (capped) is this retry's due time: the host waits as long.
+                retries.hold_host(pipeline, retries.host_of(url), decision.due - stamp, stamp)
             pipeline.execute()
         self.log.info(
             "Worker %s: job %s attempt %d/%d failed (%s); retry in %.1fs",

@@ -303,11 +303,7 @@ class Recovery:
                 ended.append(job.job_id)
         gone = {**self.interrupted, **left}
         if gone:
-            with self.connection.pipeline(transaction=False) as pipe:
-                for job_id in gone:
-                    pipe.hget(keys.job(job_id), "status")
-                statuses = [reply_text(reply) for reply in pipe.execute()]
-            for job, status in zip(gone.values(), statuses, strict=True):
+            for job, status in zip(gone.values(), parts.statuses(self.connection, list(gone)), strict=True):
                 if status not in parts.LIVE_STATUSES:
                     self.remove_part(job)
         self.interrupted.clear()

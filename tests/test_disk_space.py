@@ -1,16 +1,24 @@
-"""Disk space: checked before the first byte, and ENOSPC mid-stream, on a real small tmpfs."""
+"""Disk space: checked before the first byte, and ENOSPC mid-stream.
+
+The guards are tested wherever the tests run (a full disk from /dev/full, free space set by
+the test); where a tmpfs can be mounted (root, as CI and this machine have), also on a real
+file system that fills up.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from jobs import download as engine
 from jobs.download import Target, download
 from jobs.errors import DiskFull
 from jobs.files import free_bytes
+from jobs.paths import part_path
 from tests.faultserver import FaultServer, pattern_bytes
 
 pytestmark = pytest.mark.timeout(30)
@@ -70,3 +78,27 @@ def test_a_disk_that_fills_mid_stream_fails_and_leaves_no_partial_file(
         fetch(fault_server, "/bytes/8000000/endless.flac?nolength=1", small_disk)
     assert [p for p in small_disk.rglob("*") if p.is_file()] == []
     assert free_bytes(small_disk) == TMPFS_BYTES
+
+
+def test_too_little_free_space_is_refused_before_the_first_byte(
+    fault_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "free_bytes", lambda _path: 2_500_000)
+    with pytest.raises(DiskFull, match=r"^Disk full \(2 MB free, 4 MB needed\)$"):
+        fetch(fault_server, "/bytes/3000000/big.flac", tmp_path, min_free_bytes=1_000_000)
+    assert list(tmp_path.iterdir()) == []  # not even the folder
+
+
+def test_free_bytes_is_what_statvfs_gives_an_unprivileged_writer(tmp_path: Path) -> None:
+    stats = os.statvfs(tmp_path)
+    assert free_bytes(tmp_path / "not" / "made" / "yet") == pytest.approx(stats.f_bavail * stats.f_frsize, rel=0.01)
+
+
+def test_enospc_mid_stream_is_disk_full_and_leaves_nothing(fault_server: FaultServer, tmp_path: Path) -> None:
+    # /dev/full answers every write with ENOSPC: the partial file's path leads there.
+    partial = part_path(tmp_path / "Album" / "full.flac", JOB)
+    partial.parent.mkdir()
+    partial.symlink_to("/dev/full")
+    with pytest.raises(DiskFull, match=r"^Disk full \(\d+ MB free, \d+ MB needed\)$"):
+        fetch(fault_server, "/bytes/3000000/full.flac", tmp_path)
+    assert list(partial.parent.iterdir()) == []
