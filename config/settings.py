@@ -71,6 +71,24 @@ def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     return raw
 
 
+def _credential(env: Mapping[str, str], name: str) -> str | None:
+    value = _text(env, name, None)
+    if value is not None and value.strip() == "":
+        raise SettingsError(f"{name} must not be blank")
+    return value
+
+
+def _host_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return ()
+    names = tuple(piece.strip().lower() for piece in raw.split(","))
+    for piece in names:
+        if not piece or any(ch.isspace() or ch in "/@\\" for ch in piece):
+            raise SettingsError(f"{name} must be host names (or host:port) separated by commas, got {raw!r}")
+    return names
+
+
 def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
@@ -100,6 +118,9 @@ class Settings:
     retry_delays: tuple[float, ...] = (1, 2, 5, 10)  # the n-th retry waits the n-th value, the last repeats
     retry_after_max: float = 300  # a server's Retry-After is honoured up to this
     min_free_mb: float = 100  # free space a download must leave on the disk
+    max_file_mb: float = 0  # 0: no cap on one file's size
+    # Host header values the dashboard answers; empty: the bind address, localhost, 127.0.0.1
+    dashboard_allowed_hosts: tuple[str, ...] = ()
 
     @property
     def max_attempts(self) -> int:
@@ -108,6 +129,25 @@ class Settings:
     @property
     def min_free_bytes(self) -> int:
         return int(self.min_free_mb * 1_000_000)
+
+    @property
+    def max_file_bytes(self) -> int | None:
+        return int(self.max_file_mb * 1_000_000) if self.max_file_mb > 0 else None
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """Every `Host` header the dashboard accepts: a name alone means it at the dashboard's port
+        (and without a port, as a reverse proxy on 80/443 sends it)."""
+        names = self.dashboard_allowed_hosts or (self.dashboard_host.lower(), "localhost", "127.0.0.1")
+        accepted: set[str] = set()
+        for name in names:
+            host, colon, port = name.rpartition(":")
+            if colon and port.isdigit() and not name.endswith("]") and (host.count(":") == 0 or host.endswith("]")):
+                accepted.add(name)
+                continue
+            bare = f"[{name}]" if ":" in name and not name.startswith("[") else name
+            accepted.update({bare, f"{bare}:{self.dashboard_port}"})
+        return frozenset(accepted)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -118,8 +158,8 @@ class Settings:
         queue_name = _text(env, "DQ_QUEUE", "downloads") or "downloads"
         if not queue_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise SettingsError(f"DQ_QUEUE must be letters, digits, '-', '_' or '.', got {queue_name!r}")
-        username = _text(env, "DQ_DASHBOARD_USERNAME", None)
-        password = _text(env, "DQ_DASHBOARD_PASSWORD", None)
+        username = _credential(env, "DQ_DASHBOARD_USERNAME")
+        password = _credential(env, "DQ_DASHBOARD_PASSWORD")
         if (username is None) != (password is None):
             raise SettingsError("DQ_DASHBOARD_USERNAME and DQ_DASHBOARD_PASSWORD must be set together")
         host = _text(env, "DQ_DASHBOARD_HOST", "127.0.0.1") or "127.0.0.1"
@@ -142,6 +182,8 @@ class Settings:
             retry_delays=_delays(env, "DQ_RETRY_DELAYS", (1, 2, 5, 10)),
             retry_after_max=_number(env, "DQ_RETRY_AFTER_MAX", 300, integer=False, minimum=0),
             min_free_mb=_number(env, "DQ_MIN_FREE_MB", 100, integer=False, minimum=0),
+            max_file_mb=_number(env, "DQ_MAX_FILE_MB", 0, integer=False, minimum=0),
+            dashboard_allowed_hosts=_host_names(env, "DQ_DASHBOARD_ALLOWED_HOSTS"),
         )
 
     @property

@@ -1,4 +1,4 @@
-"""The `dq` command line for the queue: enqueue, jobs, delete, stats, dashboard.
+"""The `dq` command line for the queue: enqueue, jobs, delete, retry, stats.
 
 `supervisor.cli` adds the commands that run the service (`up`, `supervise`) and is the
 `dq` entry point; every `bin/X` runs `dq X`.
@@ -57,41 +57,6 @@ def open_redis(settings: Settings) -> redis.Redis:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """download-queue: a download job queue for music servers, on RQ."""
-
-
-# --- the dashboard ------------------------------------------------------------------------
-@main.command()
-def dashboard() -> None:
-    """Serve the web dashboard (rq-dashboard) at DQ_DASHBOARD_HOST:DQ_DASHBOARD_PORT."""
-    import signal
-
-    from jobs.dashboard import make_dashboard_server
-
-    settings = load_settings()
-    try:
-        settings.check_dashboard_bind()
-    except SettingsError as error:
-        fail(str(error), EXIT_BAD_INPUT)
-    connection = open_redis(settings)
-    address = f"{settings.dashboard_host}:{settings.dashboard_port}"
-    try:
-        server = make_dashboard_server(settings, connection)
-    except OSError as error:
-        fail(f"cannot serve the dashboard on {address}: {error}", EXIT_FAILED)
-
-    def stop(signum: int, frame: object) -> None:
-        # SystemExit unwinds serve_forever(), so process managers see a clean exit 0.
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    auth = "basic auth" if settings.dashboard_auth else "no auth (loopback only)"
-    click.echo(f"dashboard on http://{address}/ ({auth}), Redis {settings.effective_redis_url}", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
 
 
 # --- the queue -----------------------------------------------------------------------------

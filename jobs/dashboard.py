@@ -3,7 +3,7 @@
 Everything comes from `Settings`: our Redis, the JSON serializer, the bind address, and HTTP
 basic auth when DQ_DASHBOARD_USERNAME/PASSWORD are set. The blueprint stays as installed; what
 0.9.0 gets wrong with RQ 3.0 and our jobs is replaced here, endpoint by endpoint, by swapping
-`app.view_functions` after the blueprint is registered (the URLs and the JavaScript stay theirs):
+`app.view_functions` after the blueprint is registered (the URLs and JSON shapes stay theirs):
 
 - `workers.json` read workers without the serializer, so a worker busy with a JSON job made it
   500 (its current job's call string was unpickled);
@@ -13,11 +13,19 @@ basic auth when DQ_DASHBOARD_USERNAME/PASSWORD are set. The blueprint stays as i
 - a plain GET on `/requeue/<queue>` requeued every failed job (a link prefetch could do it);
 - Delete called `job.delete()`, which leaves a running download going (and able to recreate
   the job): ours goes through `jobs.deletion.delete_jobs`, like `bin/delete`;
-- requeue fetched the job without the serializer.
+- requeue fetched the job without the serializer;
+- compact 500ed for an empty or unknown queue (RQ's `Queue.compact` renames the list away).
 
 The blueprint also opened a new Redis client on every request; we use one shared client.
 Writes (POST) carrying a foreign `Origin` are refused, so another web page cannot make the
 user's browser delete or requeue jobs here (it would send cached basic-auth credentials too).
+
+The pages are ours too (jobs/dashboard_templates, found before the blueprint's, drawn by
+jobs/dashboard_static/dashboard.js): 0.9.0's pasted job and worker fields (description, error,
+origin, metadata, call string, worker and queue names) into the page as HTML, so whoever wrote
+one could run script here, and they need inline script and eval, which our
+Content-Security-Policy forbids. Every request passes jobs.dashboard_safety first: Host check
+(DNS rebinding), security headers.
 """
 
 from __future__ import annotations
@@ -28,12 +36,11 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 import rq_dashboard
 import rq_dashboard.web as dashboard_web
-from flask import Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from flask import jsonify as flask_jsonify
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, requeue_job
@@ -53,10 +60,13 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from config import Settings
 from jobs import history
 from jobs.connection import SERIALIZER
+from jobs.dashboard_safety import SafetyMiddleware, origin_allowed
+from jobs.urls import redacted_text
 
 log = logging.getLogger("dq.dashboard")
 
 BLUEPRINT = "rq_dashboard"
+OUR_STATIC = "dq_dashboard"  # the blueprint serving jobs/dashboard_static at /dq/
 REALM = "download-queue"
 REGISTRIES: dict[str, type[BaseRegistry]] = {
     "failed": FailedJobRegistry,
@@ -90,7 +100,9 @@ def create_app(settings: Settings, connection: redis.Redis) -> Flask:
     # rq-dashboard's templates ask for the app's own `static` endpoint (favicon) as well as
     # the blueprint's, so point the app's static folder at the same files.
     static = os.path.join(os.path.dirname(rq_dashboard.__file__), "static")
-    app = Flask(__name__, static_folder=static)
+    # The app's templates are looked up before the blueprint's: ours replace 0.9.0's pages.
+    app = Flask(__name__, static_folder=static, template_folder="dashboard_templates")
+    app.wsgi_app = SafetyMiddleware(app.wsgi_app, settings.allowed_hosts)  # type: ignore[method-assign]
     app.config["RQ_DASHBOARD_REDIS_URL"] = (settings.effective_redis_url,)
     app.config["RQ_DASHBOARD_DISABLE_DELETE"] = False
     # The blueprint reads the serializer from this module-level object (it has no app config
@@ -102,8 +114,9 @@ def create_app(settings: Settings, connection: redis.Redis) -> Flask:
     auth = settings.dashboard_auth
     if auth is not None:
         app.before_request(_basic_auth_hook(auth))
-    app.before_request(_refuse_cross_site_writes)
+    app.before_request(_cross_site_write_guard(settings.allowed_hosts))
     app.register_blueprint(dashboard_web.blueprint)
+    app.register_blueprint(Blueprint(OUR_STATIC, __name__, static_folder="dashboard_static", static_url_path="/dq"))
 
     # The blueprint's own hook opens a new Redis client per request (and 500s for an unknown
     # instance number); ours hands every request the one shared client.
@@ -130,15 +143,20 @@ def _basic_auth_hook(expected: tuple[str, str]) -> Callable[[], Response | None]
     return require_basic_auth
 
 
-def _refuse_cross_site_writes() -> Response | None:
+def _cross_site_write_guard(allowed_hosts: frozenset[str]) -> Callable[[], Response | None]:
     """A page on another site must not be able to POST deletes here through the user's browser
-    (which would also send cached basic-auth credentials). Browsers send Origin on POST."""
-    if request.method in SAFE_METHODS:
+    (which would also send cached basic-auth credentials). Browsers send Origin on POST; it must
+    name one of our own addresses (the Host was checked already, so it cannot be the site's)."""
+
+    def refuse_cross_site_writes() -> Response | None:
+        if request.method in SAFE_METHODS:
+            return None
+        origin = request.headers.get("Origin")
+        if origin is not None and not origin_allowed(origin, allowed_hosts):
+            return json_response({"status": "ERROR", "message": "cross-site request refused"}, 403)
         return None
-    origin = request.headers.get("Origin")
-    if origin is not None and urlsplit(origin).netloc != request.host:
-        return json_response({"status": "ERROR", "message": "cross-site request refused"}, 403)
-    return None
+
+    return refuse_cross_site_writes
 
 
 def _shared_connection_hook(connection: redis.Redis) -> Callable[[], Response | None]:
@@ -189,9 +207,13 @@ def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> N
         # Theirs raises UnboundLocalError (500) for a registry name it does not know.
         if registry_name not in REGISTRY_NAMES:
             return json_response({"status": "ERROR", "message": f"no registry {registry_name!r}"}, 404)
-        return original_list_jobs(
+        answer: Any = original_list_jobs(
             instance_number=instance_number, queue_name=queue_name, registry_name=registry_name, **rest
         )
+        listed = current_app.make_response(answer)
+        # Their rows carry each job's description and error; a URL in them keeps no password.
+        listed.set_data(redacted_text(listed.get_data(as_text=True)))
+        return listed
 
     def job_info(instance_number: int, job_id: str) -> Response:
         return json_response(job_details(connection, job_id))
@@ -242,6 +264,19 @@ def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> N
         outcomes = delete_ids(connection, settings, ids) if ids else []
         return json_response({"status": "OK", "count": sum(1 for _, o in outcomes if o != "not found")})
 
+    def compact_queue(queue_name: str) -> Response:
+        # Theirs (RQ's Queue.compact) renames the list away and pushes the live ids back: a 500
+        # for an empty queue (no list to rename), and a job enqueued meanwhile loses its place.
+        # Ours removes, in place, only the ids whose job is gone.
+        queue = dashboard_queue(connection, queue_name)
+        known = queue_name == settings.queue_name or connection.sismember(Queue.redis_queues_keys, queue.key)
+        if not known:
+            return json_response({"status": "ERROR", "message": f"no queue {queue_name!r}"}, 404)
+        for job_id in queue.get_job_ids():
+            if not Job.exists(job_id, connection=connection):
+                connection.lrem(queue.key, 0, job_id)
+        return json_response({"status": "OK"})
+
     replace("job_view", job_page)
     replace("jobs_overview", jobs_page)
     replace("list_jobs", list_jobs)
@@ -251,6 +286,7 @@ def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> N
     replace("requeue_job_view", requeue_one)
     replace("requeue_all", requeue_all)
     replace("empty_queue", empty_queue)
+    replace("compact_queue", compact_queue)
 
 
 def dashboard_queue(connection: redis.Redis, name: str) -> Queue:
@@ -279,9 +315,9 @@ def job_details(connection: redis.Redis, job_id: str) -> dict[str, Any]:
         "origin": job.origin,
         "status": getattr(status, "value", status),
         "result": _json_safe(job.return_value(refresh=False)),
-        "exc_info": latest.exc_string if latest else None,
-        "description": job.description,
-        "metadata": json.dumps(job.meta or {}, default=str),
+        "exc_info": redacted_text(latest.exc_string) if latest and latest.exc_string else None,
+        "description": redacted_text(job.description or ""),
+        "metadata": redacted_text(json.dumps(job.meta or {}, default=str)),
     }
     # RQ 3.0 gives dependency ids as str (theirs called .decode() on them and 500ed).
     dependency_ids = [str(dep) for dep in job.dependency_ids]
@@ -331,9 +367,9 @@ def _current_job(worker: BaseWorker) -> dict[str, Any] | str:
         return "idle"
     return {
         "job_id": job.id,
-        "description": job.description,
+        "description": redacted_text(job.description or ""),
         "created_at": dashboard_web.serialize_date(job.created_at),
-        "call_string": job.get_call_string(),
+        "call_string": redacted_text(job.get_call_string() or ""),  # it spells out the job's URL
     }
 
 

@@ -43,7 +43,7 @@ from config import Settings
 from jobs import album, history, keys, messages
 from jobs.connection import SERIALIZER, reply_text
 from jobs.download import PROGRESS_INTERVAL
-from jobs.executions import find_executions, remove_executions
+from jobs.executions import find_executions_of_many, remove_executions
 from jobs.parts import discard
 from jobs.tombstones import mark_deleted
 
@@ -51,6 +51,30 @@ DELETED, CANCELLED, NOT_FOUND = "deleted", "cancelled", "not found"
 COOPERATIVE_WAIT = 2 * PROGRESS_INTERVAL  # a download with bytes flowing stops by itself within this
 STOP_WAIT = 10.0  # after the stop command: the worker kills its horse within milliseconds normally
 POLL_INTERVAL = 0.05
+
+PURGE_BATCH = 1000
+
+# Drop ARGV's ids from each list in KEYS with one pass over it: LREM per id would read a
+# 10,000-job queue 10,000 times. Atomic, so a worker's BLMOVE sees the list before or after.
+_REMOVE_FROM_LISTS = """
+local drop = {}
+for _, id in ipairs(ARGV) do drop[id] = true end
+local removed = 0
+for _, key in ipairs(KEYS) do
+  local items = redis.call('lrange', key, 0, -1)
+  local kept = {}
+  for _, item in ipairs(items) do
+    if drop[item] then removed = removed + 1 else kept[#kept + 1] = item end
+  end
+  if #kept < #items then
+    redis.call('del', key)
+    for i = 1, #kept, 1000 do
+      redis.call('rpush', key, unpack(kept, i, math.min(i + 999, #kept)))
+    end
+  end
+end
+return removed
+"""
 
 log = logging.getLogger("dq.delete")
 
@@ -92,13 +116,13 @@ def delete_jobs(connection: redis.Redis, settings: Settings, ids: Sequence[str])
     idle = [target for target in targets.values() if target.status is not None and not target.running]
     running = [target for target in targets.values() if target.running]
     # Queued ones go first, so that a worker freed by a stop below cannot pick one of them up.
+    _finish(connection, idle, history.DELETED, messages.DELETED)
     for target in idle:
-        _finish(connection, target, history.DELETED, messages.DELETED)
         discard(settings.download_dir, target.final_path, target.job_id, target.created_dir)
     _stop_all(connection, running)
     for target in running:
         discard(settings.download_dir, target.final_path, target.job_id, target.created_dir)
-        _finish(connection, target, history.CANCELLED, messages.CANCELLED)
+    _finish(connection, running, history.CANCELLED, messages.CANCELLED)
     # An album's tracks share its folder: only once every partial file is gone can it be empty.
     for target in [*idle, *running]:
         discard(settings.download_dir, target.final_path, target.job_id, target.created_dir)
@@ -208,9 +232,15 @@ def _let_go(connection: redis.Redis, target: _Target) -> bool:
     return bool(target.worker_name) and not connection.exists(keys.worker(target.worker_name or ""))
 
 
-def _finish(connection: redis.Redis, target: _Target, event: str, message: str) -> None:
-    purge_job(connection, target.job_id, target.origin)
-    history.record(connection, target.job_id, event, message, album_id=target.part_of)
+def _finish(connection: redis.Redis, targets: Sequence[_Target], event: str, message: str) -> None:
+    """Purge these jobs and record why, `PURGE_BATCH` at a time (an album can have 10,000)."""
+    for start in range(0, len(targets), PURGE_BATCH):
+        batch = targets[start : start + PURGE_BATCH]
+        purge_jobs(connection, [(target.job_id, target.origin) for target in batch])
+        with connection.pipeline(transaction=False) as pipeline:
+            for target in batch:
+                history.record(pipeline, target.job_id, event, message, album_id=target.part_of)
+            pipeline.execute()
 
 
 def purge_job(connection: redis.Redis, job_id: str, queue_name: str) -> None:
@@ -219,18 +249,28 @@ def purge_job(connection: redis.Redis, job_id: str, queue_name: str) -> None:
     Used by deletion and by the worker when it finds it ran a deleted job (its own
     bookkeeping may have recreated some keys meanwhile).
     """
-    found = find_executions(connection, job_id, queue_name)
-    with connection.pipeline() as pipeline:
-        pipeline.lrem(keys.queue(queue_name), 0, job_id)
-        pipeline.lrem(keys.intermediate_queue(queue_name), 0, job_id)
-        for registry_class in keys.ENDED_REGISTRIES:
-            pipeline.zrem(keys.registry(registry_class, queue_name), job_id)
-        remove_executions(pipeline, job_id, queue_name, found)
-        pipeline.delete(
-            keys.job(job_id),
-            keys.job_dependents(job_id),
-            keys.job_dependencies(job_id),
-            keys.results(job_id),
-            keys.failure_reason(job_id),
-        )
-        pipeline.execute()
+    purge_jobs(connection, [(job_id, queue_name)])
+
+
+def purge_jobs(connection: redis.Redis, jobs: Sequence[tuple[str, str]]) -> None:
+    """`purge_job` for many (job id, queue name) pairs: one transaction per queue, whose cost
+    grows with the number of jobs and the queue's length, not with their product."""
+    by_queue: dict[str, list[str]] = {}
+    for job_id, queue_name in jobs:
+        by_queue.setdefault(queue_name, []).append(job_id)
+    for queue_name, job_ids in by_queue.items():
+        found = find_executions_of_many(connection, job_ids, queue_name)
+        with connection.pipeline() as pipeline:
+            pipeline.eval(_REMOVE_FROM_LISTS, 2, keys.queue(queue_name), keys.intermediate_queue(queue_name), *job_ids)
+            for registry_class in keys.ENDED_REGISTRIES:
+                pipeline.zrem(keys.registry(registry_class, queue_name), *job_ids)
+            for job_id in job_ids:
+                remove_executions(pipeline, job_id, queue_name, found[job_id])
+                pipeline.delete(
+                    keys.job(job_id),
+                    keys.job_dependents(job_id),
+                    keys.job_dependencies(job_id),
+                    keys.results(job_id),
+                    keys.failure_reason(job_id),
+                )
+            pipeline.execute()

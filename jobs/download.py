@@ -28,24 +28,36 @@ from jobs.errors import (
     ConnectionFailed,
     DiskFull,
     DownloadTimeout,
+    FileTooLarge,
     FinalError,
     IncompleteBody,
     JobDeleted,
     NotAFile,
     OversizedBody,
 )
-from jobs.files import claim, first_missing_dir, free_bytes, fsync_dir, numbered
+from jobs.files import (
+    claim,
+    create_new_file,
+    first_missing_dir,
+    free_bytes,
+    fsync_dir,
+    numbered,
+    open_existing_file,
+    regular_size,
+)
 from jobs.http import (
     LOW_SPEED_LIMIT,
     RANGE_NOT_SATISFIABLE,
     StallGuard,
     connection_message,
     content_length,
+    new_session,
     open_response,
     wraps,
 )
 from jobs.paths import (
     confined,
+    file_in,
     filename_from_content_disposition,
     filename_from_url,
     part_path,
@@ -54,6 +66,7 @@ from jobs.paths import (
 
 CHUNK_BYTES = 1024 * 1024
 PROGRESS_INTERVAL = 1.0  # seconds between progress reports
+SPACE_CHECK_BYTES = 8 * 1024 * 1024  # a body without a length re-checks the free space this often
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 HTML_SUFFIXES = (".html", ".htm")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
@@ -111,7 +124,7 @@ def choose_path(target: Target, url: str, response: requests.Response, download_
             filename = sanitize_filename(target.stem + ext)
     filename = filename or "download"
     directory = confined(download_dir, target.directory) if target.directory else download_dir.resolve()
-    return confined(directory, filename)
+    return file_in(directory, filename)
 
 
 def validator_of(response: requests.Response) -> str | None:
@@ -156,11 +169,11 @@ def _complete_copy(final: Path, total: int, url: str, owner_of: OwnerLookup | No
     """
     for number in range(1, 100):
         candidate = numbered(final, number)
-        if not candidate.exists():
+        if not os.path.lexists(candidate):
             return None
         owner = owner_of(candidate) if owner_of is not None else None
         known_same = owner == url or (owner is None and number == 1)
-        if known_same and candidate.is_file() and candidate.stat().st_size == total:
+        if known_same and regular_size(candidate) == total:  # a symlink is never our copy
             return candidate
     return None
 
@@ -183,6 +196,7 @@ def download(
     resume: Resume | None = None,
     keep_partial: bool = False,
     min_free_bytes: int = 0,
+    max_file_bytes: int | None = None,
     owner_of: OwnerLookup | None = None,
     session: requests.Session | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -196,9 +210,9 @@ def download(
     """
     owner = target.owner or str(uuid.uuid4())
     own_session = session is None
-    session = session or requests.Session()
+    session = session or new_session(allow_private)
     try:
-        offset, response, total = _open(session, url, resume, owner, request_timeout, allow_private)
+        offset, response, total = _open(session, url, resume, owner, request_timeout)
         with response:
             if offset:
                 assert resume is not None
@@ -212,12 +226,15 @@ def download(
                         on_progress(total, total)
                     return Downloaded(copy, total, skipped=True)
             validator = resume.validator if offset and resume is not None else validator_of(response)
+            if max_file_bytes is not None and total is not None and total > max_file_bytes:
+                raise FileTooLarge(total, max_file_bytes)
             _check_space(final.parent, (total - offset if total is not None else 0) + min_free_bytes)
             created_dir = first_missing_dir(download_dir, final.parent)
             final.parent.mkdir(parents=True, exist_ok=True)
             if on_start is not None:
                 on_start(Started(final, validator, created_dir))
             stream = _Stream(response, part_path(final, owner), offset, total, request_timeout, min_free_bytes)
+            stream.max_file_bytes = max_file_bytes
             stream.keep_on_failure = keep_partial and validator is not None
             size = stream.run(on_progress, clock, low_speed_limit)
 
@@ -238,17 +255,14 @@ def _open(
     resume: Resume | None,
     owner: str,
     request_timeout: float,
-    allow_private: bool,
 ) -> tuple[int, requests.Response, int | None]:
     """(bytes kept from the earlier attempt, the response, the file's full size if known)."""
     partial = part_path(resume.final, owner) if resume is not None else None
     validator = resume.validator if resume is not None else None
-    offset = partial.stat().st_size if validator and partial is not None and partial.is_file() else 0
+    offset = (regular_size(partial) or 0) if validator and partial is not None else 0
     if offset and validator and partial is not None:
         headers = {"Range": f"bytes={offset}-", "If-Range": validator}
-        response = open_response(
-            session, url, request_timeout=request_timeout, allow_private=allow_private, headers=headers
-        )
+        response = open_response(session, url, request_timeout=request_timeout, headers=headers)
         full_size = _resumed_at(response, offset, validator)
         if full_size is not None:
             return offset, response, full_size
@@ -258,7 +272,7 @@ def _open(
         response.close()  # a 416 or a 206 from elsewhere in the file: ask again for all of it
     if partial is not None:
         partial.unlink(missing_ok=True)
-    response = open_response(session, url, request_timeout=request_timeout, allow_private=allow_private)
+    response = open_response(session, url, request_timeout=request_timeout)
     return 0, response, content_length(response)
 
 
@@ -281,6 +295,7 @@ class _Stream:
         self.request_timeout = request_timeout
         self.min_free_bytes = min_free_bytes
         self.keep_on_failure = False
+        self.max_file_bytes: int | None = None
         self.written = offset  # bytes in the partial file so far
 
     def run(self, on_progress: ProgressCallback | None, clock: Callable[[], float], low_speed_limit: int) -> int:
@@ -313,15 +328,15 @@ class _Stream:
 
     def _open_partial(self) -> BinaryIO:
         if not self.offset:
-            return open(self.partial, "wb")
-        out = open(self.partial, "r+b")
+            return create_new_file(self.partial)
+        out = open_existing_file(self.partial)
         out.truncate(self.offset)
         out.seek(self.offset)
         return out
 
     def _after_failure(self, error: BaseException | None) -> None:
         final = isinstance(error, (FinalError, JobDeleted))
-        kept = self.keep_on_failure and not final and self.partial.is_file() and self.partial.stat().st_size > 0
+        kept = self.keep_on_failure and not final and bool(regular_size(self.partial))
         if not kept:
             self.partial.unlink(missing_ok=True)
 
@@ -332,6 +347,9 @@ class _Stream:
         done = self.offset
         guard = StallGuard(self.request_timeout, clock, low_speed_limit)
         last_report = clock()
+        limit = self.max_file_bytes
+        # Without a length only the disk bounds the body: look at the free space as it grows.
+        next_space_check = done + SPACE_CHECK_BYTES if total is None else None
         if on_progress is not None:
             on_progress(done, total)
         while True:
@@ -348,14 +366,17 @@ class _Stream:
                 return
             if total is not None and done + len(chunk) > total:
                 raise OversizedBody(messages.oversized(total))
+            if limit is not None and done + len(chunk) > limit:
+                raise FileTooLarge(total, limit)
             out.write(chunk)
             done += len(chunk)
             self.written = done
             guard.add(len(chunk))
+            if next_space_check is not None and done >= next_space_check:
+                next_space_check = done + SPACE_CHECK_BYTES
+                _check_space(self.partial.parent, self.min_free_bytes)
             now = clock()
             if now - last_report >= PROGRESS_INTERVAL:
                 last_report = now
-                if total is None:
-                    _check_space(self.partial.parent, self.min_free_bytes)
                 if on_progress is not None:
                     on_progress(done, total)

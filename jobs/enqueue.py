@@ -30,9 +30,10 @@ from jobs.connection import SERIALIZER, reply_text
 from jobs.errors import InvalidRequest
 from jobs.naming import album_folder, album_name, number_width, playlist_album_name, track_stem
 from jobs.parts import LIVE_STATUSES
-from jobs.paths import check_dest, check_name, check_url
+from jobs.paths import check_dest, check_name
 from jobs.published import refuse_private_urls
 from jobs.tombstones import is_deleted
+from jobs.urls import check_url, redacted
 
 TRACK_FUNC = "jobs.track.download_track"
 PLAYLIST_FUNC = "jobs.playlist.fetch_playlist"
@@ -87,7 +88,7 @@ def track_job_data(request: TrackRequest, settings: Settings, job_id: str | None
         timeout=settings.job_timeout,
         result_ttl=RESULT_TTL,
         failure_ttl=FAILURE_TTL,
-        description=request.url,
+        description=redacted(request.url),  # RQ logs and the dashboard show it
         meta=meta,
         job_id=job_id,
     )
@@ -117,7 +118,7 @@ def enqueue_tracks(
                 pipeline.multi()
                 made = queue.enqueue_many([track_job_data(r, settings) for r in fresh.values()], pipeline=pipeline)
                 for job, request in zip(made, fresh.values(), strict=True):
-                    history.record(pipeline, job.id, history.ENQUEUED, request.url, album_id=request.album_id)
+                    history.record(pipeline, job.id, history.ENQUEUED, redacted(request.url), album_id=request.album_id)
                 if made:
                     pipeline.hset(keys.ACTIVE_URLS, mapping={i: job.id for i, job in zip(fresh, made, strict=True)})
                 pipeline.execute()
@@ -171,7 +172,7 @@ def _queue_tracks(
     jobs = queue.enqueue_many([track_job_data(r, settings) for r in requests_], pipeline=pipeline)
     for job, track in zip(jobs, tracks, strict=True):
         record.tracks.append({"id": job.id, "url": track.url, "title": track.title, "position": track.position})
-        history.record(pipeline, job.id, history.ENQUEUED, track.url, album_id=record.id)
+        history.record(pipeline, job.id, history.ENQUEUED, redacted(track.url), album_id=record.id)
     return jobs
 
 
@@ -223,16 +224,16 @@ def enqueue_playlist(
         timeout=settings.job_timeout,
         result_ttl=RESULT_TTL,
         failure_ttl=FAILURE_TTL,
-        description=f"playlist {url}",
+        description=f"playlist {redacted(url)}",
         meta={"kind": "playlist", "album_id": record.id},
     )
     with connection.pipeline() as pipeline:
         history.record(
-            pipeline, record.id, history.ENQUEUED, f"album {record.name}: playlist {url}", album_id=record.id
+            pipeline, record.id, history.ENQUEUED, f"album {record.name}: playlist {redacted(url)}", album_id=record.id
         )
         [job] = queue.enqueue_many([data], pipeline=pipeline)
         record.playlist_job = job.id
-        history.record(pipeline, job.id, history.ENQUEUED, f"playlist {url}", album_id=record.id)
+        history.record(pipeline, job.id, history.ENQUEUED, f"playlist {redacted(url)}", album_id=record.id)
         pipeline.hset(keys.album(record.id), mapping=record.to_hash())
         pipeline.zadd(keys.ALBUMS, {record.id: record.created_at})
         pipeline.execute()

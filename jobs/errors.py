@@ -11,8 +11,10 @@
     │   (retryable() for 408, 429 and 5xx; final for the other 4xx)
     └── FinalError                     retrying cannot help
         ├── InvalidRequest             bad URL, private address refused, path outside the download dir
+        ├── RefusedJob                 a job naming a function that is not ours (written into Redis by hand)
         ├── PlaylistError              a playlist that cannot be used
         ├── DiskFull                   not enough free space for the file
+        ├── FileTooLarge               over DQ_MAX_FILE_MB
         ├── NotAFile                   an HTML page where a file was asked for
         └── OversizedBody              more bytes than Content-Length promised
 
@@ -66,8 +68,8 @@ class HeldBack(TransportError):
 
 
 class HTTPStatusError(DownloadError):
-    def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(messages.http_status(status, reason))
+    def __init__(self, status: int, retry_after: float | None = None) -> None:
+        super().__init__(messages.http_status(status))
         self.status = status
         self.retry_after = retry_after
 
@@ -84,6 +86,13 @@ class InvalidRequest(FinalError):
     pass
 
 
+class RefusedJob(FinalError):
+    """A job that names a function (or callback) that is not one of ours."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(messages.function_not_allowed(name))
+
+
 class PlaylistError(FinalError):
     pass
 
@@ -93,6 +102,11 @@ class DiskFull(FinalError):
         super().__init__(messages.disk_full(free_bytes, needed_bytes))
         self.free_bytes = free_bytes
         self.needed_bytes = needed_bytes
+
+
+class FileTooLarge(FinalError):
+    def __init__(self, size_bytes: int | None, limit_bytes: int) -> None:
+        super().__init__(messages.file_too_large(size_bytes, limit_bytes))
 
 
 class NotAFile(FinalError):

@@ -8,6 +8,7 @@ all four, or the job looks started for ever.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import redis
@@ -31,6 +32,31 @@ def find_executions(
         execution_id: reply_text(connection.hget(keys.execution(job_id, execution_id), "worker_name"))
         for execution_id in ids
     }
+
+
+def find_executions_of_many(
+    connection: redis.Redis, job_ids: Sequence[str], queue_name: str
+) -> dict[str, dict[str, str | None]]:
+    """`find_executions` for many jobs of one queue in three round trips, whatever their number."""
+    wanted = set(job_ids)
+    ids: dict[str, set[str]] = {job_id: set() for job_id in job_ids}
+    for member in cast(list[bytes], connection.zrange(keys.started(queue_name), 0, -1)):
+        job_id, _, execution_id = (reply_text(member) or "").partition(":")
+        if job_id in wanted:
+            ids[job_id].add(execution_id)
+    with connection.pipeline(transaction=False) as pipeline:
+        for job_id in job_ids:
+            pipeline.zrange(keys.executions(job_id), 0, -1)
+        for job_id, members in zip(job_ids, pipeline.execute(), strict=True):
+            ids[job_id] |= {reply_text(m) or "" for m in members}
+        pairs = [(job_id, execution_id) for job_id in job_ids for execution_id in sorted(ids[job_id])]
+        for job_id, execution_id in pairs:
+            pipeline.hget(keys.execution(job_id, execution_id), "worker_name")
+        workers = pipeline.execute()
+    found: dict[str, dict[str, str | None]] = {job_id: {} for job_id in job_ids}
+    for (job_id, execution_id), worker in zip(pairs, workers, strict=True):
+        found[job_id][execution_id] = reply_text(worker)
+    return found
 
 
 def remove_executions(

@@ -3,6 +3,10 @@
 The final name is claimed atomically at the rename: `renameat2(RENAME_NOREPLACE)` fails
 instead of replacing a file another job (or the user) put there meanwhile, so two downloads
 that map to one name both keep their bytes (`Name.ext`, `Name (2).ext`, ...).
+
+No symlink in the download dir is ever followed at a file's own name: partial files are
+opened with O_NOFOLLOW (a new one with O_EXCL too), and a name is judged by `lstat`, so a link
+planted at a partial or final name cannot redirect our writes or pass for a finished file.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ import ctypes.util
 import errno
 import logging
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger("dq.files")
 
 MAX_NUMBERED = 1000  # `Name (1000).ext` and still taken: something is wrong, say so
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_EXISTING_FILE = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
@@ -44,6 +52,35 @@ def free_bytes(path: Path) -> int:
         probe = probe.parent
     stats = os.statvfs(probe)
     return stats.f_bavail * stats.f_frsize
+
+
+def regular_size(path: Path) -> int | None:
+    """The size of the regular file at `path` itself; None for nothing, a symlink or anything else."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+def create_new_file(path: Path) -> BinaryIO:
+    """A new regular file at `path` for writing (mode from the user's umask). Whatever was at
+    that name (a stale partial, a symlink planted there) is removed first, never followed."""
+    try:
+        descriptor = os.open(path, _NEW_FILE, 0o666)
+    except FileExistsError:
+        os.unlink(path)  # a symlink itself goes, never its target
+        descriptor = os.open(path, _NEW_FILE, 0o666)
+    return os.fdopen(descriptor, "wb")
+
+
+def open_existing_file(path: Path) -> BinaryIO:
+    """The regular file at `path` for reading and writing; OSError (ELOOP) for a symlink."""
+    descriptor = os.open(path, _EXISTING_FILE)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(descriptor, "r+b")
 
 
 def numbered(final: Path, number: int) -> Path:
@@ -75,7 +112,7 @@ def rename_noreplace(source: Path, destination: Path) -> bool:
         if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
             raise
         # no hard links either: a check then a rename, the best such a file system allows
-        if destination.exists():
+        if os.path.lexists(destination):
             return False
         os.rename(source, destination)
         return True
@@ -91,7 +128,7 @@ def claim(partial: Path, final: Path, replaces: Callable[[Path], bool]) -> Path:
     """
     for number in range(1, MAX_NUMBERED + 1):
         candidate = numbered(final, number)
-        if candidate.exists() and replaces(candidate):
+        if os.path.lexists(candidate) and replaces(candidate):
             os.replace(partial, candidate)
             return candidate
         if rename_noreplace(partial, candidate):

@@ -20,7 +20,8 @@ import urllib3.exceptions
 
 from jobs import messages
 from jobs.errors import ConnectionFailed, DownloadTimeout, HTTPStatusError, InvalidRequest
-from jobs.paths import check_url, refuse_private_address
+from jobs.urllib3_compat import GlobalOnlyAdapter
+from jobs.urls import check_url
 
 LOW_SPEED_LIMIT = 1024  # bytes per second, averaged over one request-timeout window
 MAX_REDIRECTS = 10
@@ -104,23 +105,32 @@ def connection_message(url: str, error: BaseException) -> str:
     return messages.connection_failed(where)
 
 
+def new_session(allow_private: bool) -> requests.Session:
+    """A session for downloads; unless `allow_private`, every socket it opens must be connected
+    to a globally routable address (checked on the socket itself, on every hop)."""
+    session = requests.Session()
+    if not allow_private:
+        adapter = GlobalOnlyAdapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
+
+
 def open_response(
     session: requests.Session,
     url: str,
     *,
     request_timeout: float,
-    allow_private: bool,
     headers: Mapping[str, str] | None = None,
 ) -> requests.Response:
-    """GET with streaming, following redirects by hand so every hop is checked.
+    """GET with streaming, following redirects by hand so every hop's URL is checked; `session`
+    comes from `new_session`, which checks the address each hop connects to.
 
     With a `Range` among `headers`, a 416 is returned too: the caller decides what it means.
     """
     sent = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **(headers or {})}
     for _ in range(MAX_REDIRECTS + 1):
         url = check_url(url)
-        if not allow_private:
-            refuse_private_address(url)
         try:
             response = session.get(
                 url,
@@ -145,6 +155,6 @@ def open_response(
         if response.status_code >= 400:
             retry_after = _retry_after(response)
             response.close()
-            raise HTTPStatusError(response.status_code, response.reason or "", retry_after)
+            raise HTTPStatusError(response.status_code, retry_after)
         return response
     raise InvalidRequest(messages.too_many_redirects(MAX_REDIRECTS))

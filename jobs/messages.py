@@ -35,13 +35,14 @@ def shutdown(grace: float) -> str:
     return f"Interrupted by shutdown ({seconds(grace)}s grace exceeded)"
 
 
-def http_status(status: int, reason: str) -> str:
-    """`HTTP 404 Not Found`: the standard phrase, whatever the server sent with the code."""
+def http_status(status: int) -> str:
+    """`HTTP 404 Not Found`: the standard phrase whatever the server sent with the code, and the
+    code alone for one without a standard phrase (a server's own phrase is never shown: it is
+    the server's text, HTML included, in our dashboard and logs)."""
     try:
-        phrase = HTTPStatus(status).phrase
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
     except ValueError:
-        phrase = reason or "Error"
-    return f"HTTP {status} {phrase}"
+        return f"HTTP {status}"
 
 
 def connection_refused(where: str) -> str:
@@ -79,6 +80,14 @@ def disk_full(free_bytes: int, needed_bytes: int) -> str:
     return f"Disk full ({free} MB free, {needed} MB needed)"
 
 
+def file_too_large(size_bytes: int | None, limit_bytes: int) -> str:
+    """DQ_MAX_FILE_MB's refusal; `size_bytes` None for a body without a length that grew past it."""
+    limit = f"{limit_bytes / 1_000_000:g}"
+    if size_bytes is None:
+        return f"File too large (over the {limit} MB limit)"
+    return f"File too large ({-(-size_bytes // 1_000_000)} MB, limit {limit} MB)"
+
+
 NOT_A_FILE = "Server sent an HTML page, not a file"
 
 
@@ -111,6 +120,12 @@ PRIVATE_NETWORKS_WHERE = (
 )
 
 
+PROXY_UNCHECKED = (
+    "refused: through a proxy the server's address cannot be checked; unset the proxy, or set "
+    "DQ_ALLOW_PRIVATE_NETWORKS=1 if the proxy refuses private addresses itself"
+)
+
+
 def private_network_refused(host: str, address: object, *, literal: bool, published: bool) -> str:
     """A URL refused at enqueue because its host is private and the workers would refuse it.
 
@@ -123,6 +138,10 @@ def private_network_refused(host: str, address: object, *, literal: bool, publis
     if published:
         return f"refused: {what}; the workers do not allow private networks: {PRIVATE_NETWORKS_WHERE}, then restart"
     return f"refused: {what}; private networks are not allowed: {PRIVATE_NETWORKS_WHERE}"
+
+
+def function_not_allowed(name: str) -> str:
+    return f"Refused: job function not allowed ({name})"
 
 
 def unexpected(error: BaseException) -> str:
@@ -155,7 +174,11 @@ PLAYLIST_EMPTY = "Playlist has no usable entry: it lists no tracks"
 
 
 def playlist_too_large(limit_bytes: int) -> str:
-    return f"Playlist is larger than {limit_bytes // (1024 * 1024)} MiB"
+    return f"Playlist is larger than {limit_bytes // 1_000_000} MB"
+
+
+def playlist_too_many(entries: int, limit: int) -> str:
+    return f"Playlist has {entries} entries, more than {limit}"
 
 
 def playlist_unusable(refused: int, first_line: int, first_error: str | None) -> str:

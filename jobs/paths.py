@@ -1,18 +1,15 @@
-"""Where files go: URL checks, file names, and confinement to the download dir."""
+"""Where files go: file names, and confinement to the download dir (URLs: `jobs.urls`)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
-import socket
 import unicodedata
 from email.message import Message
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from jobs import messages
 from jobs.errors import InvalidRequest
 
 PART_SUFFIX = ".part"
@@ -20,89 +17,6 @@ log = logging.getLogger("dq.paths")
 MAX_NAME_BYTES = 200  # leaves room for " (n)" and ".<job id>.part" under every filesystem's 255
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 _SPACES = re.compile(r"\s+")
-
-
-def check_url(url: str) -> str:
-    """Return the URL stripped, or raise InvalidRequest with a reason a user understands."""
-    url = url.strip()
-    if not url:
-        raise InvalidRequest("empty URL")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as error:
-        raise InvalidRequest(f"malformed URL {url!r}: {error}") from None
-    if parts.scheme not in ("http", "https"):
-        raise InvalidRequest(f"not an http(s) URL: {url!r}")
-    if not parts.hostname:
-        raise InvalidRequest(f"URL has no host: {url!r}")
-    if any(ch.isspace() for ch in url):
-        raise InvalidRequest(f"URL contains white space: {url!r}")
-    del port
-    return url
-
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def is_private_address(address: Address) -> bool:
-    """Loopback, private, link-local or unspecified: what DQ_ALLOW_PRIVATE_NETWORKS=0 refuses."""
-    return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
-
-
-def refuse_private_address(url: str) -> None:
-    """Refuse URLs whose host resolves to loopback, private or link-local addresses.
-
-    Called at download time (DNS may change between enqueue and download) unless
-    DQ_ALLOW_PRIVATE_NETWORKS=1.
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return  # the download itself reports the DNS failure
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if is_private_address(address):
-            raise InvalidRequest(messages.private_address(host, address))
-
-
-def address_literal(host: str) -> Address | None:
-    """The address a host name spells, in any form an HTTP client accepts, else None.
-
-    `ipaddress` reads the usual forms (`127.0.0.1`, `::ffff:127.0.0.1`, `fe80::1%eth0`);
-    `inet_aton` the shorthands the C resolver also accepts (`127.1`, `2130706433`,
-    `0x7f000001`, `0177.0.0.1`).
-    """
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0])  # a zone id names no other host
-    except ValueError:
-        pass
-    try:
-        return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
-        return None
-
-
-def private_host(host: str, port: int | None) -> tuple[Address, bool] | None:
-    """For a check at enqueue: `(address, literal)` when `host` is a private address literal, or
-    a name that resolves only to private addresses; None otherwise, and when it does not resolve
-    at all (the worker then reports the DNS failure as the job's error)."""
-    literal = address_literal(host)
-    if literal is not None:
-        if not is_private_address(literal):
-            return None
-        mapped = literal.ipv4_mapped if isinstance(literal, ipaddress.IPv6Address) else None
-        return (mapped or literal), True
-    try:
-        infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return None
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    if addresses and all(is_private_address(address) for address in addresses):
-        return addresses[0], False
-    return None
 
 
 def sanitize_filename(name: str) -> str:
@@ -163,6 +77,14 @@ def confined(download_dir: Path, *parts: str) -> Path:
     if target != root and root not in target.parents:
         raise InvalidRequest(f"path escapes the download dir: {'/'.join(parts)!r}")
     return target
+
+
+def file_in(directory: Path, name: str) -> Path:
+    """`directory/name` for a single, sanitized component. The name itself is not resolved: a
+    symlink there is the link, judged by `lstat` and never followed (jobs.files)."""
+    if name in ("", ".", "..") or "/" in name or "\x00" in name:
+        raise InvalidRequest(f"not a plain file name: {name!r}")
+    return directory / name
 
 
 _JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

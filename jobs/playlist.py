@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin
 
-import requests
 import urllib3.exceptions
 from rq.job import get_current_job
 
@@ -30,12 +29,13 @@ from jobs import messages
 from jobs.album import AlbumTrack, InvalidEntry
 from jobs.enqueue import AlbumGone, add_playlist_tracks
 from jobs.errors import DownloadError, DownloadTimeout, InvalidRequest, JobDeleted, PlaylistError
-from jobs.http import LOW_SPEED_LIMIT, StallGuard, open_response
+from jobs.http import LOW_SPEED_LIMIT, StallGuard, new_session, open_response
 from jobs.naming import number_width
-from jobs.paths import check_url
 from jobs.tombstones import is_deleted
+from jobs.urls import check_url
 
-MAX_PLAYLIST_BYTES = 4 * 1024 * 1024
+MAX_PLAYLIST_BYTES = 10_000_000  # the contract's 10 MB
+MAX_PLAYLIST_ENTRIES = 10_000  # one album; more would be a flood, not a playlist
 READ_BYTES = 64 * 1024
 EXTINF = "#EXTINF:"
 # Characters left as they are when an entry is percent-encoded: URL syntax and existing escapes.
@@ -62,7 +62,10 @@ def resolve_entry(text: str, base_url: str) -> str:
     """An entry as an absolute, checked http(s) URL; InvalidRequest when it cannot be one."""
     if "\\" in text:
         raise InvalidRequest(f"not a URL (looks like a local path): {text!r}")
-    url = urljoin(base_url, quote(text, safe=URL_SAFE))
+    try:
+        url = urljoin(base_url, quote(text, safe=URL_SAFE))
+    except ValueError as error:  # urljoin parses too: "a://[" is an unclosed IPv6 host
+        raise InvalidRequest(f"malformed URL {text[:200]!r}: {error}") from None
     return check_url(url)
 
 
@@ -98,11 +101,9 @@ def decode_playlist(body: bytes) -> str:
 
 def fetch_playlist_text(url: str, settings: Settings) -> tuple[str, str]:
     """(text, final URL) of the playlist; PlaylistError with the reason when it cannot be had."""
-    with requests.Session() as session:
+    with new_session(settings.allow_private_networks) as session:
         try:
-            response = open_response(
-                session, url, request_timeout=settings.request_timeout, allow_private=settings.allow_private_networks
-            )
+            response = open_response(session, url, request_timeout=settings.request_timeout)
         except DownloadError as error:
             raise PlaylistError(messages.playlist_unfetchable(error)) from error
         with response:
@@ -143,6 +144,8 @@ def fetch_playlist(album_id: str, url: str) -> dict[str, Any]:
         raise JobDeleted(job.id)
     text, final_url = fetch_playlist_text(url, settings)
     entries = parse_m3u(text, final_url)
+    if len(entries) > MAX_PLAYLIST_ENTRIES:
+        raise PlaylistError(messages.playlist_too_many(len(entries), MAX_PLAYLIST_ENTRIES))
     usable = [entry for entry in entries if entry.url is not None]
     if not entries:
         raise PlaylistError(messages.PLAYLIST_EMPTY)

@@ -32,7 +32,7 @@ from config import Settings
 from jobs import keys, messages
 from jobs.connection import reply_text
 from jobs.errors import InvalidRequest
-from jobs.paths import private_host
+from jobs.urls import private_host
 from jobs.workers import pid_alive, this_host
 
 MIN_TTL = 30.0  # seconds; a publication outlives a few missed cleanup rounds

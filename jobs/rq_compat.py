@@ -24,6 +24,9 @@ tests/test_rq_compat.py fails loudly when an upgrade changes any of them:
   by the unix time it is due, kept exact where RQ's own `schedule` rounds down to a second),
   and a Lua script moves due ones back (status `queued`, RPUSH onto the queue's list, the
   queue's key in `Queue.redis_queues_keys`), so a deleted job can never slip back in between.
+- `callback_names`: RQ reads a job's callback names into private attributes and exposes
+  them only through properties that import them; refusing a foreign job (`jobs.allowed`)
+  must see the names without importing anything.
 """
 
 from __future__ import annotations
@@ -57,3 +60,9 @@ def hook_arguments(hook: Callable[..., Any], worker: object, args: tuple[Any, ..
 def call_with(hook: Callable[..., Any], bound: inspect.BoundArguments) -> Any:
     """Call `hook` (a bound `super()` method) with the arguments bound above, maybe changed."""
     return hook(*bound.args[1:], **bound.kwargs)
+
+
+def callback_names(job: Job) -> list[str]:
+    """The success, failure and stopped callbacks a job names (as stored), never imported."""
+    names = (job._success_callback_name, job._failure_callback_name, job._stopped_callback_name)
+    return [name for name in names if name]

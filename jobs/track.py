@@ -56,6 +56,7 @@ def download_track(
         resume=resume,
         keep_partial=settings.retries > 0,
         min_free_bytes=settings.min_free_bytes,
+        max_file_bytes=settings.max_file_bytes,
         owner_of=writer_of,
     )
     if job is not None:

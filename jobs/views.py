@@ -22,6 +22,7 @@ from config import Settings
 from jobs import album, messages
 from jobs.connection import SERIALIZER
 from jobs.tombstones import is_deleted
+from jobs.urls import redacted
 
 QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
 STATES = (QUEUED, PROCESSING, COMPLETED, FAILED)
@@ -39,6 +40,11 @@ _STATE_OF_STATUS = {
     JobStatus.STOPPED: FAILED,
     JobStatus.CANCELED: FAILED,
 }
+
+
+def _shown_url(url: str | None) -> str | None:
+    """Every URL a view shows, without its `user:password@` (the job keeps it to download)."""
+    return redacted(url) if url else url
 
 
 def started_job_ids(connection: redis.Redis, settings: Settings) -> list[str]:
@@ -101,7 +107,7 @@ def job_view(job: Job, max_attempts: int | None = None) -> dict[str, Any]:
         "kind": meta.get("kind", "track"),
         "state": state,
         "status": _status_text(job),
-        "url": kwargs.get("url"),
+        "url": _shown_url(kwargs.get("url")),
         "dest": kwargs.get("dest", ""),
         "error": error_line(job) if state == FAILED else None,
         "progress": {
@@ -188,13 +194,18 @@ def album_view(
     for track, view in tracks:
         if view["state"] == FAILED:
             failed_tracks.append(
-                {"id": view["id"], "url": track["url"], "title": track.get("title"), "error": view.get("error")}
+                {
+                    "id": view["id"],
+                    "url": _shown_url(track["url"]),
+                    "title": track.get("title"),
+                    "error": view.get("error"),
+                }
             )
     for entry in record.invalid:
         failed_tracks.append(
             {
                 "id": None,
-                "url": entry["entry"],
+                "url": _shown_url(entry["entry"]),
                 "title": entry.get("title"),
                 "error": messages.playlist_entry(entry["line"], entry["error"]),
             }
@@ -219,7 +230,7 @@ def album_view(
         "name": record.name,
         "state": state,
         "status": state,
-        "url": record.url,
+        "url": _shown_url(record.url),
         "dest": record.folder,
         "error": error,
         "progress": {

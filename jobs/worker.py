@@ -1,6 +1,6 @@
 """The RQ worker class our workers run (`rq worker -w jobs.worker.DownloadWorker`).
 
-It differs from RQ's forking `Worker` in four ways:
+It differs from RQ's forking `Worker` in five ways:
 - the job code and `requests` are imported here, in the worker parent, so each forked
   work horse starts with them loaded (measured 3.3x faster on tiny downloads);
 - every horse dies with its worker (Linux parent-death signal), so no download outlives
@@ -9,7 +9,9 @@ It differs from RQ's forking `Worker` in four ways:
   RQ's ScheduledJobRegistry, holding no worker); the last one is stored with the user's
   one-line error first (`Download timeout (30s)`, `Processing timeout (300s exceeded)`, ...),
   RQ's traceback after it;
-- a job that was deleted while it ran is never written back (no status, result, heartbeat).
+- a job that was deleted while it ran is never written back (no status, result, heartbeat);
+- only our own job functions run (`jobs.allowed`): a job written into Redis by hand naming
+  anything else fails with `Refused: job function not allowed (...)`, nothing of it imported.
 
 Only RQ's public surface is used: an exception handler (`push_exc_handler`) hears the
 job's exception, and the documented hooks are overridden with `*args, **kwargs`, their
@@ -18,6 +20,7 @@ arguments read through `jobs.rq_compat.hook_arguments` (see there).
 
 from __future__ import annotations
 
+import logging
 import time
 from types import TracebackType
 from typing import Any
@@ -32,9 +35,11 @@ import jobs.playlist  # noqa: F401  (imported before fork on purpose, see above)
 import jobs.track  # noqa: F401  (imported before fork on purpose, see above)
 from config import Settings
 from jobs import history, messages, parts, retries
+from jobs.allowed import AllowedJob
 from jobs.connection import SERIALIZER
 from jobs.deletion import purge_job
 from jobs.failure import failure_reason
+from jobs.logs import redact_handlers
 from jobs.rq_compat import call_with, hook_arguments
 from jobs.tombstones import is_deleted, write_meta_if_alive
 from jobs.workers import set_parent_death_signal
@@ -45,8 +50,13 @@ def album_of(job: Job) -> str | None:
 
 
 class DownloadWorker(Worker):
+    job_class = AllowedJob
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("serializer", SERIALIZER)
+        # Not a default: `rq worker` passes its own --job-class (rq.job.Job unless told), and a
+        # job class that imports whatever a job names must never run here (jobs.allowed).
+        kwargs["job_class"] = AllowedJob
         super().__init__(*args, **kwargs)
         self.settings = Settings.from_env()
         self.policy = retries.RetryPolicy.from_settings(self.settings)
@@ -73,6 +83,7 @@ class DownloadWorker(Worker):
         # Our own loggers (the event history's one line per state change) go where RQ's go.
         setup_loghandlers(a["logging_level"], a["date_format"], a["log_format"], name="dq")
         super().bootstrap(*args, **kwargs)
+        redact_handlers(*(logging.getLogger(name) for name in ("dq", "rq.worker", "rq.job", "")))
 
     def main_work_horse(self, *args: Any, **kwargs: Any) -> None:
         assert self.pid is not None

@@ -1,14 +1,19 @@
-"""The `dq` entry point: the queue's commands (`jobs.cli`) plus the ones that run the service."""
+"""The `dq` entry point: the queue's commands (`jobs.cli`) plus the ones that run the service
+(`up`, `supervise`, `dashboard`, `redis`)."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import click
 
-from jobs.cli import load_settings, main
+from config import SettingsError
+from jobs.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings, main, open_redis
+from jobs.dashboard import make_dashboard_server
 from jobs.logs import configure_logging
+from jobs.urls import redacted
 from supervisor.redis_server import RedisStartError, exec_server
 from supervisor.service import EXIT_BUSY, run_supervise, run_up
 from supervisor.statelock import StateDirBusy
@@ -27,6 +32,36 @@ def up() -> None:
 def supervise() -> None:
     """Run the supervisor and its workers only (Redis runs elsewhere)."""
     sys.exit(run_supervise(load_settings()))
+
+
+@main.command()
+def dashboard() -> None:
+    """Serve the web dashboard (rq-dashboard) at DQ_DASHBOARD_HOST:DQ_DASHBOARD_PORT."""
+    settings = load_settings()
+    try:
+        settings.check_dashboard_bind()
+    except SettingsError as error:
+        fail(str(error), EXIT_BAD_INPUT)
+    connection = open_redis(settings)
+    address = f"{settings.dashboard_host}:{settings.dashboard_port}"
+    try:
+        server = make_dashboard_server(settings, connection)
+    except OSError as error:
+        fail(f"cannot serve the dashboard on {address}: {error}", EXIT_FAILED)
+
+    def stop(signum: int, frame: object) -> None:
+        # SystemExit unwinds serve_forever(), so process managers see a clean exit 0.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    auth = "basic auth" if settings.dashboard_auth else "no auth (loopback only)"
+    click.echo(f"dashboard on http://{address}/ ({auth}), Redis {redacted(settings.effective_redis_url)}", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

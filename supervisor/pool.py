@@ -22,6 +22,7 @@ from jobs.connection import SERIALIZER_PATH
 from jobs.workers import set_parent_death_signal
 
 WORKER_CLASS = "jobs.worker.DownloadWorker"
+JOB_CLASS = "jobs.allowed.AllowedJob"  # the worker insists on it too; said here for `ps` readers
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)  # seconds, for a worker that keeps dying young
 HEALTHY_AFTER = 30.0  # a worker that lived this long resets its slot's backoff
 
@@ -69,9 +70,9 @@ class WorkerPool:
     def command(self, name: str) -> list[str]:
         rq = Path(sys.executable).with_name("rq")
         return [
-            str(rq), "worker", self.settings.queue_name,
-            "--url", self.settings.effective_redis_url,
+            str(rq), "worker", self.settings.queue_name,  # Redis from RQ_REDIS_URL: see spawn()
             "--worker-class", WORKER_CLASS,
+            "--job-class", JOB_CLASS,
             "--serializer", SERIALIZER_PATH,
             "--name", name,
             "--logging_level", "INFO",
@@ -84,7 +85,8 @@ class WorkerPool:
         process = subprocess.Popen(
             self.command(name),
             stdin=subprocess.DEVNULL,
-            env=dict(self.env),
+            # `rq worker`'s --url would show a Redis password to every local user in `ps`.
+            env={**self.env, "RQ_REDIS_URL": self.settings.effective_redis_url},
             # Own session: a terminal's Ctrl-C or a process group signal does not reach it.
             start_new_session=True,
             preexec_fn=lambda: set_parent_death_signal(supervisor_pid),

@@ -57,6 +57,29 @@ def server_binary() -> str:
     return str(binary)
 
 
+# The data holds every job's URL (credentials included): only the service's user reads it,
+# whatever the umask of the shell that started it. Downloads keep the user's umask.
+PRIVATE_UMASK = 0o077
+AOF_DIR = "appendonlydir"
+REDIS_FILES = ("redis.log", "redis.pid", "dump.rdb", "appendonly.aof")  # with our *.lock; nothing else is touched
+
+
+def make_private(directory: Path) -> None:
+    """Create the state dir 700, and take group and other access from what an older version
+    (or a loose umask) left in it: the dir, the append-only dir and files, the log."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    redis_files = [directory / name for name in REDIS_FILES] + sorted(directory.glob("*.lock"))
+    aof_dir = directory / AOF_DIR
+    if aof_dir.is_dir() and not aof_dir.is_symlink():
+        redis_files += [aof_dir, *aof_dir.iterdir()]
+    for path in [directory, *redis_files]:
+        if path.is_symlink() or not path.exists():
+            continue
+        mode = path.stat().st_mode & 0o7777
+        if mode & 0o077:
+            path.chmod(mode & ~0o077)
+
+
 class RedisServer:
     """Start, check and stop one Redis server process."""
 
@@ -102,6 +125,7 @@ class RedisServer:
 
     def prepare(self) -> None:
         """Lock the directory (StateDirBusy if another Redis has it) and clear the socket path."""
+        make_private(self.directory)
         self.lock.acquire()
         if self.socket_path is not None:
             if self._answers():
@@ -124,6 +148,7 @@ class RedisServer:
             preexec_fn=lambda: set_parent_death_signal(parent, signal.SIGTERM),
             start_new_session=True,
             pass_fds=(self.lock.fd,),  # the lock lasts as long as the server, even past us
+            umask=PRIVATE_UMASK,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -199,4 +224,5 @@ def exec_server(directory: Path, socket_path: Path, extra_args: Sequence[str] = 
     server = RedisServer(directory, socket_path=socket_path, owner="dq redis")
     server.prepare()
     server.lock.keep_across_exec()
+    os.umask(PRIVATE_UMASK)
     os.execv(server.binary, [*server.command(foreground=True), *extra_args])

@@ -19,6 +19,7 @@ import redis
 from config import Settings, SettingsError
 from jobs.connection import RedisUnavailable, connect
 from jobs.logs import configure_logging
+from jobs.urls import redacted
 from jobs.workers import set_parent_death_signal
 from supervisor.cleanup import Cleanup
 from supervisor.loop import Supervisor
@@ -74,7 +75,10 @@ def _supervise(settings: Settings, watchdog: Callable[[], str | None] | None) ->
     cleanup = Cleanup.create(connection, settings)
     supervisor = Supervisor(settings, pool, cleanup, watchdog=watchdog)
     log.info(
-        "supervising %d workers on queue %r at %s", settings.workers, settings.queue_name, settings.effective_redis_url
+        "supervising %d workers on queue %r at %s",
+        settings.workers,
+        settings.queue_name,
+        redacted(settings.effective_redis_url),
     )
     code = supervisor.run()
     if supervisor.lost is None:

@@ -53,7 +53,7 @@ class StateLock:
         """Take the lock or raise StateDirBusy; the file then names this process."""
         if self.fd is not None:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds Redis's data
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait
         while True:

@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
 
 Real supervisor and four workers, real downloads from the fault server, `dq dashboard` as its
-own process behind basic auth. The pages are rq-dashboard's own JavaScript rendering our JSON.
+own process behind basic auth. The pages are rq-dashboard's, rendered by our static script
+(jobs/dashboard_static) from our JSON.
 
 Screenshots go to test-artifacts/ on every run. To refresh the README's committed one
 (tests/screenshots/dashboard.png), run:

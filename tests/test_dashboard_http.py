@@ -60,6 +60,12 @@ def test_non_loopback_bind_without_credentials_exits_2(env: dict[str, str]) -> N
     assert "DQ_DASHBOARD_USERNAME and DQ_DASHBOARD_PASSWORD" in result.stderr
 
 
+def test_a_blank_password_exits_2(env: dict[str, str]) -> None:
+    result = run_dq(["dashboard"], dashboard_env(env, auth=True, DQ_DASHBOARD_PASSWORD=" "), timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "DQ_DASHBOARD_PASSWORD must not be blank" in result.stderr
+
+
 def test_unreachable_redis_exits_3(env: dict[str, str], tmp_path: Path) -> None:
     result = run_dq(["dashboard"], dashboard_env(env, REDIS_URL=f"unix://{tmp_path}/nothing.sock"), timeout=30)
     assert result.returncode == 3, result.stderr

@@ -11,13 +11,14 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from jobs import download as engine
 from jobs.download import Target, download
 from jobs.errors import DiskFull
-from jobs.files import free_bytes
+from jobs.files import create_new_file, free_bytes
 from jobs.paths import part_path
 from tests.faultserver import FaultServer, pattern_bytes
 
@@ -94,11 +95,19 @@ def test_free_bytes_is_what_statvfs_gives_an_unprivileged_writer(tmp_path: Path)
     assert free_bytes(tmp_path / "not" / "made" / "yet") == pytest.approx(stats.f_bavail * stats.f_frsize, rel=0.01)
 
 
-def test_enospc_mid_stream_is_disk_full_and_leaves_nothing(fault_server: FaultServer, tmp_path: Path) -> None:
-    # /dev/full answers every write with ENOSPC: the partial file's path leads there.
+def test_enospc_mid_stream_is_disk_full_and_leaves_nothing(
+    fault_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/dev/full answers every write with ENOSPC: the partial file is created as usual, but
+    its bytes go there (a symlink at the partial name would be removed, never followed)."""
     partial = part_path(tmp_path / "Album" / "full.flac", JOB)
-    partial.parent.mkdir()
-    partial.symlink_to("/dev/full")
+
+    def onto_dev_full(path: Path) -> BinaryIO:
+        assert path == partial
+        create_new_file(path).close()
+        return open("/dev/full", "wb")
+
+    monkeypatch.setattr(engine, "create_new_file", onto_dev_full)
     with pytest.raises(DiskFull, match=r"^Disk full \(\d+ MB free, \d+ MB needed\)$"):
         fetch(fault_server, "/bytes/3000000/full.flac", tmp_path)
     assert list(partial.parent.iterdir()) == []

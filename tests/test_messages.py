@@ -4,6 +4,7 @@ failures told apart by the type of what went wrong (real sockets, no message mat
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,8 @@ def test_numbers_read_as_configured() -> None:
 
 def test_exceptions_carry_the_messages() -> None:
     assert str(DownloadTimeout(30)) == "Download timeout (30s)"
-    assert str(HTTPStatusError(404, "whatever the server says")) == "HTTP 404 Not Found"
+    assert str(HTTPStatusError(404)) == "HTTP 404 Not Found"
+    assert str(HTTPStatusError(599)) == "HTTP 599"
     assert str(JobDeleted("abc")) == messages.CANCELLED and JobDeleted("abc").job_id == "abc"
 
 
@@ -74,3 +76,34 @@ def test_reset_before_and_during_the_body(tmp_path: Path, fault_server: FaultSer
 def test_tls_to_a_plain_http_server(tmp_path: Path, fault_server: FaultServer) -> None:
     error = fail(f"https://127.0.0.1:{fault_server.port}/bytes/10", tmp_path)
     assert str(error) == f"TLS error (127.0.0.1:{fault_server.port})"
+
+
+def test_a_servers_own_reason_phrase_never_reaches_the_error_line(tmp_path: Path) -> None:
+    """A real server answering `599 <img src=x onerror=...>`: the line is the code alone (it is
+    shown in the dashboard and logged), and a known code gets its standard phrase."""
+    hostile = b"<img src=x onerror=alert(document.domain)>"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def answer(status: bytes) -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 " + status + b" " + hostile + b"\r\nContent-Length: 0\r\n\r\n")
+
+    with listener:
+        for status, line in ((b"599", "HTTP 599"), (b"404", "HTTP 404 Not Found")):
+            server = threading.Thread(target=answer, args=(status,), daemon=True)
+            server.start()
+            with pytest.raises(HTTPStatusError) as caught:
+                download(
+                    f"http://127.0.0.1:{port}/a.mp3",
+                    Target(),
+                    download_dir=tmp_path,
+                    request_timeout=2,
+                    allow_private=True,
+                )
+            server.join(5)
+            assert str(caught.value) == line

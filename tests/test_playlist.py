@@ -138,6 +138,12 @@ def test_enqueue_playlist_returns_at_once_without_fetching(
             b"#EXTM3U\nftp://x.example/a.flac\n",
             "Playlist has no usable entry: 1 refused, the first at line 2: not an http(s) URL: 'ftp://x.example/a.flac'",
         ),
+        (
+            "/files/flood.m3u",
+            b"".join(b"t%d.mp3\n" % number for number in range(100_000)),
+            "Playlist has 100000 entries, more than 10000",
+        ),
+        ("/files/huge.m3u", b"#" * 10_000_001, "Playlist is larger than 10 MB"),
     ],
 )
 def test_unusable_playlist_fails_the_album_with_a_clear_message(

@@ -78,12 +78,12 @@ def test_a_held_back_job_uses_no_attempt() -> None:
 @pytest.mark.parametrize(
     ("error", "retryable"),
     [
-        (HTTPStatusError(503, "x"), True),
-        (HTTPStatusError(429, "x", 3), True),
-        (HTTPStatusError(408, "x"), True),
-        (HTTPStatusError(500, "x"), True),
-        (HTTPStatusError(404, "x"), False),
-        (HTTPStatusError(403, "x"), False),
+        (HTTPStatusError(503), True),
+        (HTTPStatusError(429, 3), True),
+        (HTTPStatusError(408), True),
+        (HTTPStatusError(500), True),
+        (HTTPStatusError(404), False),
+        (HTTPStatusError(403), False),
         (ConnectionFailed("Connection reset (h:1)"), True),
         (InvalidRequest("refused"), False),
         (DiskFull(5_000_000, 200_000_001), False),
@@ -98,9 +98,9 @@ def test_what_is_retryable(error: BaseException, retryable: bool) -> None:
 
 def test_failure_lines_and_backoff() -> None:
     assert failure_of(JobTimeoutException("x"), 300).line == "Processing timeout (300s exceeded)"
-    assert failure_of(HTTPStatusError(429, "x", 3), 300).backoff is True
-    assert failure_of(HTTPStatusError(503, "x", None), 300).backoff is False  # no Retry-After
-    assert failure_of(HTTPStatusError(500, "x", 3), 300).backoff is False
+    assert failure_of(HTTPStatusError(429, 3), 300).backoff is True
+    assert failure_of(HTTPStatusError(503, None), 300).backoff is False  # no Retry-After
+    assert failure_of(HTTPStatusError(500, 3), 300).backoff is False
     assert failure_of(HeldBack("h:1", 99.0), 300).held_until == 99.0
     assert messages.disk_full(5_999_999, 100_000_001) == "Disk full (5 MB free, 101 MB needed)"
 

@@ -47,7 +47,7 @@ def test_the_worker_overrides_nothing_private_of_rq() -> None:
     ours = {name for name in vars(DownloadWorker) if not name.startswith("__")}
     overridden = {name for name in ours if hasattr(Worker, name)}
     assert {name for name in overridden if name.startswith("_")} == set()
-    assert overridden == set(HOOKS)
+    assert overridden == set(HOOKS) | {"job_class"}  # job_class: a documented class attribute
 
 
 def test_hook_arguments_binds_by_rq_signature_and_refuses_unknown_ones() -> None:
@@ -136,3 +136,22 @@ def test_a_scheduled_retry_is_stored_as_rq_stores_scheduled_jobs(connection: red
     assert queue.get_job_ids() == [job.id]
     dequeued = Queue.dequeue_any([queue], timeout=None, connection=connection, serializer=SERIALIZER)
     assert dequeued is not None and dequeued[0].id == job.id and dequeued[0].get_status() == JobStatus.QUEUED
+
+
+def test_callback_names_reads_what_rq_stores_without_importing(connection: redis.Redis) -> None:
+    from rq import Callback, Queue
+
+    from jobs.connection import SERIALIZER
+    from jobs.rq_compat import callback_names
+
+    queue = Queue("compat", connection=connection, serializer=SERIALIZER)
+    job = queue.enqueue(
+        "jobs.track.download_track",
+        on_success=Callback("x.success"),
+        on_failure=Callback("x.failure"),
+        on_stopped=Callback("x.stopped"),
+    )
+    fetched = Job.fetch(job.id, connection=connection, serializer=SERIALIZER)
+    assert callback_names(fetched) == ["x.success", "x.failure", "x.stopped"]
+    plain = Job.fetch(queue.enqueue("jobs.track.download_track").id, connection=connection, serializer=SERIALIZER)
+    assert callback_names(plain) == []

@@ -79,6 +79,34 @@ def test_credentials_must_come_in_pairs() -> None:
         Settings.from_env({"DQ_DASHBOARD_USERNAME": "me"})
 
 
+@pytest.mark.parametrize("variable", ["DQ_DASHBOARD_USERNAME", "DQ_DASHBOARD_PASSWORD"])
+@pytest.mark.parametrize("blank", [" ", "\t", "   \n"])
+def test_blank_credentials_are_refused(variable: str, blank: str) -> None:
+    env = {"DQ_DASHBOARD_USERNAME": "me", "DQ_DASHBOARD_PASSWORD": "secret", variable: blank}
+    with pytest.raises(SettingsError, match=f"{variable} must not be blank"):
+        Settings.from_env(env)
+
+
+def test_the_safety_settings_defaults_and_values() -> None:
+    defaults = Settings.from_env({})
+    assert defaults.max_file_bytes is None
+    assert defaults.allowed_hosts == {"127.0.0.1", "127.0.0.1:9181", "localhost", "localhost:9181"}
+    hosts = "Music.Example.com, box:8080"
+    chosen = Settings.from_env(
+        {"DQ_MAX_FILE_MB": "2.5", "DQ_DASHBOARD_ALLOWED_HOSTS": hosts, "DQ_DASHBOARD_PORT": "80"}
+    )
+    assert chosen.max_file_bytes == 2_500_000
+    assert chosen.allowed_hosts == {"music.example.com", "music.example.com:80", "box:8080"}
+    bad_values = [
+        {"DQ_MAX_FILE_MB": "-1"},
+        {"DQ_DASHBOARD_ALLOWED_HOSTS": "a,,b"},
+        {"DQ_DASHBOARD_ALLOWED_HOSTS": "a/b"},
+    ]
+    for bad in bad_values:
+        with pytest.raises(SettingsError, match=next(iter(bad))):
+            Settings.from_env(bad)
+
+
 def test_public_dashboard_bind_needs_credentials() -> None:
     with pytest.raises(SettingsError, match="DQ_DASHBOARD_HOST"):
         Settings.from_env({"DQ_DASHBOARD_HOST": "0.0.0.0"}).check_dashboard_bind()

@@ -4,10 +4,13 @@ cleanup: checklist test 2, the timeout backstop, the maintenance lock, and its c
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import redis
@@ -24,14 +27,17 @@ from supervisor.cleanup import PARENT_RECORD_WAIT, Cleanup, MaintenanceLock
 from supervisor.loop import Phase, Supervisor
 from supervisor.processes import ProcessInfo
 from supervisor.recovery import StartedJob, WorkerRecord, overdue, why_dead
+from tests.faultserver import FaultServer
 from tests.helpers import (
     Service,
+    enqueue_track,
     error_of,
     insert_started_job,
     register_fake_worker,
     spawned_workers,
     status_of,
     wait_ended,
+    wait_status,
     wait_until,
     wait_workers_registered,
 )
@@ -443,19 +449,30 @@ def test_checklist_2_processing_job_with_an_old_start_fails_on_the_next_cleanup(
 
 @pytest.mark.timeout(60)
 def test_backstop_against_a_real_wedged_horse(
-    env: dict[str, str], connection: redis.Redis, start_service: Callable[..., Service], settings: Settings
+    env: dict[str, str],
+    connection: redis.Redis,
+    start_service: Callable[..., Service],
+    settings: Settings,
+    fault_server: FaultServer,
 ) -> None:
-    """`os.system` waits in C, so RQ's alarm cannot interrupt it: the horse is wedged past its
-    2 s timeout. The cleanup kills it at timeout + margin; its worker records the message."""
+    """A stopped horse (SIGSTOP) cannot run RQ's alarm handler: it is wedged past its 2 s
+    timeout. The cleanup kills it at timeout + margin; its worker records the message."""
     service = start_service({**env, "DQ_WORKERS": "1"}, wait_workers=0)
     wait_workers_registered(connection, service, 1)
-    queue = Queue(settings.queue_name, connection=connection, serializer=SERIALIZER)
-    job = queue.enqueue("os.system", "sleep 60", job_timeout=2)
+    [(_name, worker)] = spawned_workers(service)
     started = time.monotonic()
-    assert wait_ended(connection, [job.id], 30)[job.id] == "failed"
+    job_id = enqueue_track(
+        connection, dataclasses.replace(settings, job_timeout=2), fault_server.url("/slow/100000/w.flac")
+    )
+    wait_status(connection, job_id, "started", timeout=5)
+    children = Path(f"/proc/{worker}/task/{worker}/children")
+    assert wait_until(lambda: children.read_text().split(), 2)
+    horse = int(children.read_text().split()[0])
+    os.kill(horse, signal.SIGSTOP)
+    assert wait_ended(connection, [job_id], 30)[job_id] == "failed"
     took = time.monotonic() - started
     assert 2 + cleanup_module.BACKSTOP_MARGIN - 1 <= took < 2 + cleanup_module.BACKSTOP_MARGIN + 8, took
-    assert error_of(connection, job.id) == "Processing timeout (2s exceeded)"
+    assert error_of(connection, job_id) == "Processing timeout (2s exceeded)"
     assert wait_until(lambda: len(spawned_workers(service)) == 1, 1)  # the worker itself lived on
 
 
