@@ -61,7 +61,8 @@ from config import Settings
 from jobs import history
 from jobs.connection import SERIALIZER
 from jobs.dashboard_safety import SafetyMiddleware, origin_allowed
-from jobs.urls import redacted_text
+from jobs.parts import statuses
+from jobs.urls import redacted
 
 log = logging.getLogger("dq.dashboard")
 
@@ -212,7 +213,7 @@ def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> N
         )
         listed = current_app.make_response(answer)
         # Their rows carry each job's description and error; a URL in them keeps no password.
-        listed.set_data(redacted_text(listed.get_data(as_text=True)))
+        listed.set_data(redacted(listed.get_data(as_text=True)))
         return listed
 
     def job_info(instance_number: int, job_id: str) -> Response:
@@ -272,8 +273,9 @@ def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> N
         known = queue_name == settings.queue_name or connection.sismember(Queue.redis_queues_keys, queue.key)
         if not known:
             return json_response({"status": "ERROR", "message": f"no queue {queue_name!r}"}, 404)
-        for job_id in queue.get_job_ids():
-            if not Job.exists(job_id, connection=connection):
+        ids = queue.get_job_ids()
+        for job_id, status in zip(ids, statuses(connection, ids), strict=True):
+            if status is None:  # the job's hash is gone
                 connection.lrem(queue.key, 0, job_id)
         return json_response({"status": "OK"})
 
@@ -315,9 +317,9 @@ def job_details(connection: redis.Redis, job_id: str) -> dict[str, Any]:
         "origin": job.origin,
         "status": getattr(status, "value", status),
         "result": _json_safe(job.return_value(refresh=False)),
-        "exc_info": redacted_text(latest.exc_string) if latest and latest.exc_string else None,
-        "description": redacted_text(job.description or ""),
-        "metadata": redacted_text(json.dumps(job.meta or {}, default=str)),
+        "exc_info": redacted(latest.exc_string) if latest and latest.exc_string else None,
+        "description": redacted(job.description or ""),
+        "metadata": redacted(json.dumps(job.meta or {}, default=str)),
     }
     # RQ 3.0 gives dependency ids as str (theirs called .decode() on them and 500ed).
     dependency_ids = [str(dep) for dep in job.dependency_ids]
@@ -367,9 +369,9 @@ def _current_job(worker: BaseWorker) -> dict[str, Any] | str:
         return "idle"
     return {
         "job_id": job.id,
-        "description": redacted_text(job.description or ""),
+        "description": redacted(job.description or ""),
         "created_at": dashboard_web.serialize_date(job.created_at),
-        "call_string": redacted_text(job.get_call_string() or ""),  # it spells out the job's URL
+        "call_string": redacted(job.get_call_string() or ""),  # it spells out the job's URL
     }
 
 

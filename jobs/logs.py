@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from jobs.urls import redacted_text
+from jobs.urls import redacted
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
@@ -14,11 +14,11 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 class RedactCredentials(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        clean = redacted_text(message)
+        clean = redacted(message)
         if clean != message:
             record.msg, record.args = clean, None
         if record.exc_text:
-            record.exc_text = redacted_text(record.exc_text)
+            record.exc_text = redacted(record.exc_text)
         return True
 
 

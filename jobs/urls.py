@@ -7,7 +7,7 @@
   judged on the IPv4 address inside IPv4-mapped, 6to4 and NAT64 forms;
 - `private_host`: the enqueue-time check of a host literal or name; the worker's check is
   on the address each socket actually connected to (`jobs.urllib3_compat`);
-- `redacted`: a URL as shown and logged, its `user:password@` replaced.
+- `redacted`: a URL (or a text with URLs) as shown and logged, its `user:password@` replaced.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import urllib3.util
 
@@ -40,9 +40,9 @@ _NOT_GLOBAL = (
 
 
 def _shown(url: str) -> str:
-    """A refused URL as its message shows it: the start of it, a password hidden, and what made
-    it ambiguous kept (`redacted` would read `127.0.0.1\\` as a user name and hide it)."""
-    text = redacted_text(url[: _SHOWN_CHARS + 1])
+    """A refused URL as its message shows it: the start of it, a password hidden (what made it
+    ambiguous, a backslash before an `@`, is kept)."""
+    text = redacted(url[: _SHOWN_CHARS + 1])
     return repr(text[:_SHOWN_CHARS] + ("..." if len(text) > _SHOWN_CHARS else ""))
 
 
@@ -67,12 +67,12 @@ def check_url(url: str) -> str:
         raise InvalidRequest(f"not an http(s) URL: {_shown(url)}")
     if not parts.hostname:
         raise InvalidRequest(f"URL has no host: {_shown(url)}")
-    if _connecting_host(url) != parts.hostname:
+    if connecting_host(url) != parts.hostname:
         raise InvalidRequest(f"URL can be read as two different hosts: {_shown(url)}")
     return url
 
 
-def _connecting_host(url: str) -> str | None:
+def connecting_host(url: str) -> str | None:
     """The host urllib3 (which opens the connection) reads in `url`, as urlsplit spells hosts."""
     try:
         host = urllib3.util.parse_url(url).host
@@ -81,23 +81,13 @@ def _connecting_host(url: str) -> str | None:
     return host.strip("[]").lower() if host else None
 
 
-def redacted(url: str) -> str:
-    """`url` with its user name and password replaced: what logs, events and pages show."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{REDACTED}@{host}"))
+# Up to the authority's last `@` (a password may hold one), never past its end or a backslash.
+_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/\\?#'\"]*@")
 
 
-_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/\\?#@'\"]*@")
-
-
-def redacted_text(text: str) -> str:
-    """`text` with the `user:password@` of every URL in it replaced (log lines, call strings)."""
+def redacted(text: str) -> str:
+    """`text` with the `user:password@` of every URL in it replaced: a URL itself, or a log
+    line or call string with URLs in it."""
     return _USERINFO_IN_TEXT.sub(rf"\1{REDACTED}@", text)
 
 
@@ -123,11 +113,6 @@ def is_global_address(address: Address) -> bool:
     if any(address in network for network in _NOT_GLOBAL if network.version == address.version):
         return False
     return address.is_global and not (address.is_multicast or address.is_reserved or address.is_unspecified)
-
-
-def parse_address(text: str) -> Address:
-    """An address as a socket reports it (`fe80::1%eth0` keeps its zone, so it is never global)."""
-    return ipaddress.ip_address(text)
 
 
 def address_literal(host: str) -> Address | None:
@@ -163,7 +148,7 @@ def private_host(host: str, port: int | None) -> tuple[Address, bool] | None:
         infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return None
-    addresses = [parse_address(str(info[4][0])) for info in infos]
+    addresses = [ipaddress.ip_address(str(info[4][0])) for info in infos]
     if addresses and not any(is_global_address(address) for address in addresses):
         return _shown_address(addresses[0]), False
     return None
@@ -171,6 +156,6 @@ def private_host(host: str, port: int | None) -> tuple[Address, bool] | None:
 
 def refuse_private_peer(host: str, peer: str) -> None:
     """Raise InvalidRequest when a socket opened for `host` is connected to a non-global `peer`."""
-    address = parse_address(peer)
+    address = ipaddress.ip_address(peer)
     if not is_global_address(address):
         raise InvalidRequest(messages.private_address(host, _shown_address(address)))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from jobs.errors import InvalidRequest
 from jobs.paths import check_dest, confined, file_in, filename_from_content_disposition, sanitize_filename
 from jobs.playlist import parse_m3u
-from jobs.urls import MAX_URL_BYTES, _connecting_host, check_url, is_global_address, private_host
+from jobs.urls import MAX_URL_BYTES, check_url, connecting_host, is_global_address, private_host
 
 pytestmark = pytest.mark.timeout(120)
 # DQ_FUZZ_EXAMPLES=5000 bin/test tests/test_fuzz_inputs.py for a longer hunt
@@ -55,7 +55,7 @@ def test_a_url_passes_only_with_one_reading(url: str) -> None:
         return
     parts = urlsplit(checked)
     assert parts.scheme in ("http", "https")
-    assert parts.hostname and _connecting_host(checked) == parts.hostname
+    assert parts.hostname and connecting_host(checked) == parts.hostname
     assert "\\" not in checked and not any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in checked)
     assert len(checked.encode("utf-8", "surrogatepass")) <= MAX_URL_BYTES
 

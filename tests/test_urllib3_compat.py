@@ -6,7 +6,6 @@ from __future__ import annotations
 import inspect
 
 import pytest
-import requests
 import urllib3.connection
 
 from jobs.errors import InvalidRequest
@@ -46,8 +45,7 @@ def test_sessions_mount_the_guard_unless_private_networks_are_allowed(fault_serv
     assert open_session.get(fault_server.url("/bytes/10"), timeout=2).status_code == 200
 
 
-def test_a_proxy_is_refused_while_the_guard_is_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_proxy_is_refused_while_the_guard_is_on() -> None:
     session = new_session(allow_private=False)
     with pytest.raises(InvalidRequest, match="proxy"):
         session.get("http://example.org/", proxies={"http": "http://127.0.0.1:3128"}, timeout=2)
-    assert isinstance(session, requests.Session)

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
+from jobs import urllib3_compat
 from jobs.download import Target, download
 from jobs.errors import DownloadError, InvalidRequest
 from jobs.urls import (
@@ -24,6 +25,7 @@ from jobs.urls import (
     is_global_address,
     private_host,
     redacted,
+    refuse_private_peer,
 )
 from tests.faultserver import FaultServer
 from tests.helpers import listed, run_dq
@@ -153,19 +155,19 @@ def rebinding(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[list[list[s
     yield install
 
 
-def fetch(url: str, directory: Path) -> None:
-    download(url, Target(), download_dir=directory, request_timeout=2, allow_private=False)
+def fetch(url: str, directory: Path, request_timeout: float = 2) -> None:
+    download(url, Target(), download_dir=directory, request_timeout=request_timeout, allow_private=False)
 
 
 def test_a_name_that_rebinds_to_loopback_never_reaches_the_server(
     tmp_path: Path, fault_server: FaultServer, rebinding: Callable[[list[list[str]]], Resolver]
 ) -> None:
     """Public for the first lookup, loopback after: the old check-then-connect downloaded these."""
-    for attempt in range(20):
+    for attempt in range(10):
         rebinding([[PUBLIC], ["127.0.0.1"]])
         url = f"http://rebind.test:{fault_server.port}/bytes/100?n={attempt}"
         with pytest.raises(DownloadError):  # refused, or the public address did not answer
-            fetch(url, tmp_path)
+            fetch(url, tmp_path, request_timeout=1)
     assert fault_server.request_log == []
     assert list(tmp_path.rglob("*")) == []
 
@@ -199,12 +201,28 @@ def test_a_redirect_to_a_backslash_url_is_refused_before_it_connects(tmp_path: P
 
 
 def test_a_redirect_to_loopback_is_refused_on_the_hop(
-    tmp_path: Path, fault_server: FaultServer, rebinding: Callable[[list[list[str]]], Resolver]
+    tmp_path: Path,
+    fault_server: FaultServer,
+    rebinding: Callable[[list[list[str]]], Resolver],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The first hop (a name we let the test server answer for) redirects to 127.0.0.1 itself."""
-    rebinding([["127.0.0.1"]])
-    with pytest.raises(InvalidRequest, match="private address"):
-        fetch(f"http://rebind.test:{fault_server.port}/status/302?location=http://127.0.0.1:1/x", tmp_path)
+    """The first hop passes (the test server plays a public one, `public.test`); the redirect it
+    sends to 127.0.0.1 is refused by the check on the socket the second hop opens."""
+    resolver = rebinding([["127.0.0.1"]])
+    resolver.name = "public.test"
+    checked: list[str] = []
+
+    def first_hop_is_public(host: str, peer: str) -> None:
+        checked.append(host)
+        if host != "public.test":
+            refuse_private_peer(host, peer)
+
+    monkeypatch.setattr(urllib3_compat, "refuse_private_peer", first_hop_is_public)
+    target = f"http://127.0.0.1:{fault_server.port}/bytes/100/inside.flac"
+    with pytest.raises(InvalidRequest, match=r"private address \(127\.0\.0\.1\)"):
+        fetch(f"http://public.test:{fault_server.port}/status/302?location={quote(target, safe='')}", tmp_path)
+    assert checked == ["public.test", "127.0.0.1"]
+    assert [record.path for record in fault_server.request_log] == ["/status/302"]
 
 
 @pytest.mark.parametrize(
