@@ -72,7 +72,8 @@ def test_a_flaky_server_is_retried_until_the_file_is_whole(
 def test_a_waiting_retry_is_listed_queued_and_holds_no_worker(
     env: dict[str, str], fault_server: FaultServer, start_service: Callable[..., Service], connection: redis.Redis
 ) -> None:
-    slow_env = {**env, "DQ_RETRIES": "3", "DQ_RETRY_DELAYS": "4", "DQ_WORKERS": "1"}
+    # The wait must outlast the checks below: four `dq` commands took over 4 s on a loaded CI run.
+    slow_env = {**env, "DQ_RETRIES": "3", "DQ_RETRY_DELAYS": "12", "DQ_WORKERS": "1"}
     start_service(slow_env)
     [waiting] = enqueue(slow_env, fault_server.url("/flaky/1/1000/later.flac?status=503"))
     assert wait_until(lambda: status_of(connection, waiting) == "scheduled", 15)
@@ -85,7 +86,7 @@ def test_a_waiting_retry_is_listed_queued_and_holds_no_worker(
     [other] = enqueue(slow_env, fault_server.url("/bytes/1000/other.flac"))
     assert wait_listed_ended(slow_env, [other], 3)[other]["state"] == "completed"
     assert status_of(connection, waiting) == "scheduled"
-    assert wait_listed_ended(slow_env, [waiting], 15)[waiting]["state"] == "completed"
+    assert wait_listed_ended(slow_env, [waiting], 30)[waiting]["state"] == "completed"
 
 
 def test_an_interrupted_transfer_resumes_with_range_and_if_range(
