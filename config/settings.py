@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOCKET_NAME = "redis.sock"
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -121,6 +122,14 @@ class Settings:
     max_file_mb: float = 0  # 0: no cap on one file's size
     # Host header values the dashboard answers; empty: the bind address, localhost, 127.0.0.1
     dashboard_allowed_hosts: tuple[str, ...] = ()
+    api_token: str | None = None  # `Authorization: Bearer <token>` for scripts, beside basic auth
+    api_max_body: int = 65536  # bytes: a bigger API request body is refused with 413
+    api_rate: int = 120  # API requests a minute from one client address; more get 429
+    queue_warn: int = 1000  # queued jobs above which every enqueue answer carries a warning
+    queue_max: int = 10000  # an enqueue that would queue more than this is refused whole
+    log_format: str = "text"  # "text" or "json" (one object a line)
+    keep_completed: int = 86400  # seconds a completed job (and album, and its events) stays listed
+    keep_failed: int = 604800  # seconds a failed one does
 
     @property
     def max_attempts(self) -> int:
@@ -163,6 +172,11 @@ class Settings:
         if (username is None) != (password is None):
             raise SettingsError("DQ_DASHBOARD_USERNAME and DQ_DASHBOARD_PASSWORD must be set together")
         host = _text(env, "DQ_DASHBOARD_HOST", "127.0.0.1") or "127.0.0.1"
+        log_format = (_text(env, "DQ_LOG_FORMAT", "text") or "text").strip().lower()
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"DQ_LOG_FORMAT must be text or json, got {env['DQ_LOG_FORMAT']!r}")
+        queue_warn = int(_number(env, "DQ_QUEUE_WARN", 1000, integer=True, minimum=0))
+        queue_max = int(_number(env, "DQ_QUEUE_MAX", 10000, integer=True, minimum=1))
         return cls(
             redis_url=redis_url,
             queue_name=queue_name,
@@ -184,6 +198,14 @@ class Settings:
             min_free_mb=_number(env, "DQ_MIN_FREE_MB", 100, integer=False, minimum=0),
             max_file_mb=_number(env, "DQ_MAX_FILE_MB", 0, integer=False, minimum=0),
             dashboard_allowed_hosts=_host_names(env, "DQ_DASHBOARD_ALLOWED_HOSTS"),
+            api_token=_credential(env, "DQ_API_TOKEN"),
+            api_max_body=int(_number(env, "DQ_API_MAX_BODY", 65536, integer=True, minimum=1)),
+            api_rate=int(_number(env, "DQ_API_RATE", 120, integer=True, minimum=1)),
+            queue_warn=queue_warn,
+            queue_max=queue_max,
+            log_format=log_format,
+            keep_completed=int(_number(env, "DQ_KEEP_COMPLETED", 86400, integer=True, minimum=1)),
+            keep_failed=int(_number(env, "DQ_KEEP_FAILED", 604800, integer=True, minimum=1)),
         )
 
     @property

@@ -22,8 +22,8 @@ import redis
 from config import Settings, SettingsError
 from jobs import display, history, listing, terminal
 from jobs.connection import RedisUnavailable, connect
-from jobs.enqueue import TrackRequest, enqueue_album, enqueue_playlist, enqueue_tracks
-from jobs.errors import InvalidRequest
+from jobs.enqueue import TrackRequest, backlog_warning, enqueue_album, enqueue_playlist, enqueue_tracks
+from jobs.errors import InvalidRequest, QueueFull
 from jobs.ids import AmbiguousId, resolve_all
 from jobs.logs import configure_logging
 from jobs.stats import stats
@@ -131,7 +131,10 @@ def enqueue(
         jobs = enqueue_tracks(connection, settings, requests_, force=force)
     except InvalidRequest as error:
         fail(f"{error} (nothing was enqueued)", EXIT_BAD_INPUT)
+    except QueueFull as error:
+        fail(f"{error} (nothing was enqueued)", EXIT_FAILED)
     print_enqueued([job_view(job) for job in jobs], as_json)
+    warn_if_backlogged(connection, settings)
     if wait:
         sys.exit(wait_for(connection, [job.id for job in jobs]))
 
@@ -159,9 +162,18 @@ def enqueue_album_command(
             track_ids = [job.id for job in jobs]
     except InvalidRequest as error:
         fail(f"{error} (nothing was enqueued)", EXIT_BAD_INPUT)
+    except QueueFull as error:
+        fail(f"{error} (nothing was enqueued)", EXIT_FAILED)
     ids = [record.id] + track_ids
     print_enqueued(views_of(connection, ids), as_json)
+    warn_if_backlogged(connection, settings)
     return wait_for(connection, ids) if wait else 0
+
+
+def warn_if_backlogged(connection: redis.Redis, settings: Settings) -> None:
+    warning = backlog_warning(connection, settings)
+    if warning is not None:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def print_enqueued(views: list[dict[str, Any]], as_json: bool) -> None:
@@ -311,8 +323,8 @@ def delete(ids: Sequence[str]) -> None:
     """
     from jobs.deletion import NOT_FOUND, delete_jobs
 
-    configure_logging()  # the deletion events are log lines too (on stderr; stdout stays the contract)
     settings = load_settings()
+    configure_logging(settings.log_format)  # stdout stays the contract; warnings go to stderr
     connection = open_redis(settings)
     outcomes = delete_jobs(connection, settings, resolved(connection, ids))
     for item_id, outcome in outcomes:
@@ -330,8 +342,8 @@ def retry(ids: Sequence[str]) -> None:
     """
     from jobs.requeue import RETRIED, retry_jobs
 
-    configure_logging()
     settings = load_settings()
+    configure_logging(settings.log_format)
     connection = open_redis(settings)
     outcomes = retry_jobs(connection, resolved(connection, ids))
     for item_id, outcome in outcomes:

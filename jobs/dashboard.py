@@ -30,7 +30,6 @@ Content-Security-Policy forbids. Every request passes jobs.dashboard_safety firs
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -55,12 +54,14 @@ from rq.registry import (
     StartedJobRegistry,
 )
 from rq.worker import BaseWorker, Worker
-from werkzeug.serving import BaseWSGIServer, make_server
+from waitress.server import BaseWSGIServer, create_server
 
 from config import Settings
 from jobs import history
+from jobs.api import register_api
 from jobs.connection import SERIALIZER
-from jobs.dashboard_safety import SafetyMiddleware, origin_allowed
+from jobs.dashboard_safety import SafetyMiddleware, auth_hook, cross_site_write_guard
+from jobs.downloads_page import register_downloads_page
 from jobs.parts import statuses
 from jobs.urls import redacted
 
@@ -68,7 +69,6 @@ log = logging.getLogger("dq.dashboard")
 
 BLUEPRINT = "rq_dashboard"
 OUR_STATIC = "dq_dashboard"  # the blueprint serving jobs/dashboard_static at /dq/
-REALM = "download-queue"
 REGISTRIES: dict[str, type[BaseRegistry]] = {
     "failed": FailedJobRegistry,
     "deferred": DeferredJobRegistry,
@@ -78,15 +78,10 @@ REGISTRIES: dict[str, type[BaseRegistry]] = {
     "canceled": CanceledJobRegistry,
 }
 REGISTRY_NAMES = ("queued", *REGISTRIES)
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+WSGI_THREADS = 8  # requests served at once; each is a few Redis round trips
+WAITRESS_BODY_CAP = 16 * 1024 * 1024
+WSGI_CONNECTION_LIMIT = 1000  # open client connections before waitress stops accepting
 ViewFunction = Callable[..., Any]
-
-
-def credentials_match(given_user: str, given_password: str, expected: tuple[str, str]) -> bool:
-    """Both compared in constant time, and both always compared (no early exit on the name)."""
-    user_ok = hmac.compare_digest(given_user.encode(), expected[0].encode())
-    password_ok = hmac.compare_digest(given_password.encode(), expected[1].encode())
-    return user_ok and password_ok
 
 
 def json_response(payload: dict[str, Any], status: int = 200) -> Response:
@@ -111,13 +106,15 @@ def create_app(settings: Settings, connection: redis.Redis) -> Flask:
     dashboard_web.config.serializer = SERIALIZER
 
     # Registered on the app before the blueprint, so it runs first for every request: pages,
-    # JSON, static files and our replacement views alike (add_basic_auth-style).
-    auth = settings.dashboard_auth
-    if auth is not None:
-        app.before_request(_basic_auth_hook(auth))
-    app.before_request(_cross_site_write_guard(settings.allowed_hosts))
+    # JSON, static files and our replacement views alike (add_basic_auth-style). The API's rate
+    # limit comes first of all, so guessing credentials is limited too.
+    register_api(app, settings, connection)
+    if settings.dashboard_auth is not None or settings.api_token is not None:
+        app.before_request(auth_hook(settings.dashboard_auth, settings.api_token))
+    app.before_request(cross_site_write_guard(settings.allowed_hosts))
     app.register_blueprint(dashboard_web.blueprint)
     app.register_blueprint(Blueprint(OUR_STATIC, __name__, static_folder="dashboard_static", static_url_path="/dq"))
+    register_downloads_page(app)
 
     # The blueprint's own hook opens a new Redis client per request (and 500s for an unknown
     # instance number); ours hands every request the one shared client.
@@ -127,37 +124,6 @@ def create_app(settings: Settings, connection: redis.Redis) -> Flask:
     app.register_error_handler(NoSuchJobError, _no_such_job)
     _replace_views(app, settings, connection)
     return app
-
-
-def _basic_auth_hook(expected: tuple[str, str]) -> Callable[[], Response | None]:
-    def require_basic_auth() -> Response | None:
-        given = request.authorization
-        if given is not None and given.type == "basic":
-            if credentials_match(given.username or "", given.password or "", expected):
-                return None
-        return Response(
-            "Please log in to the download-queue dashboard.\n",
-            401,
-            {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"', "Cache-Control": "no-store"},
-        )
-
-    return require_basic_auth
-
-
-def _cross_site_write_guard(allowed_hosts: frozenset[str]) -> Callable[[], Response | None]:
-    """A page on another site must not be able to POST deletes here through the user's browser
-    (which would also send cached basic-auth credentials). Browsers send Origin on POST; it must
-    name one of our own addresses (the Host was checked already, so it cannot be the site's)."""
-
-    def refuse_cross_site_writes() -> Response | None:
-        if request.method in SAFE_METHODS:
-            return None
-        origin = request.headers.get("Origin")
-        if origin is not None and not origin_allowed(origin, allowed_hosts):
-            return json_response({"status": "ERROR", "message": "cross-site request refused"}, 403)
-        return None
-
-    return refuse_cross_site_writes
 
 
 def _shared_connection_hook(connection: redis.Redis) -> Callable[[], Response | None]:
@@ -376,8 +342,20 @@ def _current_job(worker: BaseWorker) -> dict[str, Any] | str:
 
 
 def make_dashboard_server(settings: Settings, connection: redis.Redis) -> BaseWSGIServer:
-    """A threaded HTTP server bound to DQ_DASHBOARD_HOST:DQ_DASHBOARD_PORT (raises OSError)."""
+    """The production WSGI server (waitress) bound to DQ_DASHBOARD_HOST:DQ_DASHBOARD_PORT.
+
+    Raises OSError when the address cannot be bound. `run()` serves until `close()`.
+    """
     app = create_app(settings, connection)
-    # The pages poll every 2.5 s; a log line per request would drown `bin/up`'s own log.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    return make_server(settings.dashboard_host, settings.dashboard_port, app, threaded=True)
+    return create_server(
+        app,
+        host=settings.dashboard_host,
+        port=settings.dashboard_port,
+        threads=WSGI_THREADS,
+        connection_limit=WSGI_CONNECTION_LIMIT,
+        # Waitress refuses a body past its own cap itself (plain text); Flask's JSON 413 for
+        # DQ_API_MAX_BODY must come first, and waitress buffers big bodies on disk, not in memory.
+        max_request_body_size=max(WAITRESS_BODY_CAP, 4 * settings.api_max_body),
+        ident="download-queue",
+        expose_tracebacks=False,
+    )

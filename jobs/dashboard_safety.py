@@ -13,11 +13,16 @@ them too, not only the views).
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from flask import Response, request
+
+from jobs.api import is_api_request, refusal
 
 log = logging.getLogger("dq.dashboard")
 
@@ -40,6 +45,8 @@ SECURITY_HEADERS = (
     ("Referrer-Policy", "no-referrer"),
 )
 _OURS = frozenset(name.lower() for name, _ in SECURITY_HEADERS)
+REALM = "download-queue"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UNKNOWN_HOST_BODY = b"Bad Request: unknown Host header (see DQ_DASHBOARD_ALLOWED_HOSTS).\n"
 
 
@@ -76,3 +83,54 @@ class SafetyMiddleware:
             )
             return [UNKNOWN_HOST_BODY]
         return self.app(environ, start_with_headers)
+
+
+def credentials_match(given_user: str, given_password: str, expected: tuple[str, str]) -> bool:
+    """Both compared in constant time, and both always compared (no early exit on the name)."""
+    user_ok = hmac.compare_digest(given_user.encode(), expected[0].encode())
+    password_ok = hmac.compare_digest(given_password.encode(), expected[1].encode())
+    return user_ok and password_ok
+
+
+def auth_hook(basic: tuple[str, str] | None, token: str | None) -> Callable[[], Response | None]:
+    """Every request shows the dashboard's basic-auth credentials or (scripts) the API token."""
+
+    def require_credentials() -> Response | None:
+        given = request.authorization
+        if given is not None and given.type == "basic" and basic is not None:
+            if credentials_match(given.username or "", given.password or "", basic):
+                return None
+        if given is not None and given.type == "bearer" and token is not None and given.token is not None:
+            if hmac.compare_digest(given.token.encode(), token.encode()):
+                return None
+        challenge = f'Basic realm="{REALM}", charset="UTF-8"' if basic is not None else f'Bearer realm="{REALM}"'
+        headers = {"WWW-Authenticate": challenge, "Cache-Control": "no-store"}
+        if is_api_request():
+            return refusal(
+                401, "credentials needed (basic auth, or Authorization: Bearer <DQ_API_TOKEN>)", headers=headers
+            )
+        return Response("Please log in to the download-queue dashboard.\n", 401, headers)
+
+    return require_credentials
+
+
+def cross_site_write_guard(allowed_hosts: frozenset[str]) -> Callable[[], Response | None]:
+    """A page on another site must not be able to POST deletes here through the user's browser
+    (which would also send cached basic-auth credentials). Browsers send Origin on POST; it must
+    name one of our own addresses (the Host was checked already, so it cannot be the site's)."""
+
+    def refuse_cross_site_writes() -> Response | None:
+        if request.method in SAFE_METHODS:
+            return None
+        origin = request.headers.get("Origin")
+        if origin is not None and not origin_allowed(origin, allowed_hosts):
+            if is_api_request():
+                return refusal(403, "cross-site request refused")
+            return Response(
+                '{"status": "ERROR", "message": "cross-site request refused"}',
+                403,
+                {"Content-Type": "application/json", "Cache-Control": "no-store"},
+            )
+        return None
+
+    return refuse_cross_site_writes

@@ -10,6 +10,11 @@ A track whose URL, destination and name are those of a job still queued, running
 for a retry is not enqueued again: the earlier job stands for it (`jobs.keys.ACTIVE_URLS`
 remembers the last job per request; whether it still lives is read from the job itself, so
 an entry left by a job that ended is simply replaced). `force` enqueues it anyway.
+
+Backpressure: an enqueue that would take the queue past `DQ_QUEUE_MAX` jobs (queued plus
+waiting for a retry) is refused whole with QueueFull; `backlog_warning` says when the queue is
+past `DQ_QUEUE_WARN`. The count is read just before the write, so two enqueues racing at the
+limit can pass it by one batch: it protects Redis's memory, not an exact figure.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ from rq.job import Job
 from rq.queue import Queue
 
 from config import Settings
-from jobs import history, keys
+from jobs import history, keys, messages
 from jobs.album import SOURCE_PLAYLIST, SOURCE_TRACKS, AlbumRecord, AlbumTrack, InvalidEntry, new_album_id
 from jobs.connection import SERIALIZER, reply_text
-from jobs.errors import InvalidRequest
+from jobs.errors import InvalidRequest, QueueFull
 from jobs.naming import album_folder, album_name, number_width, playlist_album_name, track_stem
 from jobs.parts import LIVE_STATUSES
 from jobs.paths import check_dest, check_name
@@ -37,8 +42,6 @@ from jobs.urls import check_url, redacted
 
 TRACK_FUNC = "jobs.track.download_track"
 PLAYLIST_FUNC = "jobs.playlist.fetch_playlist"
-RESULT_TTL = 24 * 3600  # completed jobs stay listed for a day
-FAILURE_TTL = 7 * 24 * 3600  # failed jobs for a week
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,38 @@ def get_queue(connection: redis.Redis, settings: Settings) -> Queue:
     return Queue(settings.queue_name, connection=connection, serializer=SERIALIZER)
 
 
+def queued_count(connection: redis.Redis | redis.client.Pipeline, settings: Settings) -> int:
+    """Jobs waiting for a worker: in the queue, or waiting for their retry.
+
+    `connection` may be a pipeline WATCHing keys (immediate mode, before MULTI).
+    """
+    if isinstance(connection, redis.client.Pipeline):
+        in_queue = cast(int, connection.llen(keys.queue(settings.queue_name)))
+        return in_queue + cast(int, connection.zcard(keys.scheduled(settings.queue_name)))
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.llen(keys.queue(settings.queue_name))
+        pipe.zcard(keys.scheduled(settings.queue_name))
+        in_queue, retrying = pipe.execute()
+    return int(in_queue) + int(retrying)
+
+
+def make_room(connection: redis.Redis | redis.client.Pipeline, settings: Settings, adding: int) -> None:
+    """Raise QueueFull when `adding` more jobs would take the queue past DQ_QUEUE_MAX."""
+    if adding <= 0:
+        return
+    queued = queued_count(connection, settings)
+    if queued + adding > settings.queue_max:
+        raise QueueFull(queued, settings.queue_max)
+
+
+def backlog_warning(connection: redis.Redis, settings: Settings) -> str | None:
+    """The warning an enqueue answers with while more than DQ_QUEUE_WARN jobs are queued."""
+    queued = queued_count(connection, settings)
+    if queued <= settings.queue_warn:
+        return None
+    return messages.queue_long(queued, settings.queue_warn)
+
+
 def track_job_data(request: TrackRequest, settings: Settings, job_id: str | None = None) -> Any:
     kwargs: dict[str, Any] = {"url": request.url, "dest": request.dest}
     for key in ("name", "stem", "album_id"):
@@ -86,8 +121,8 @@ def track_job_data(request: TrackRequest, settings: Settings, job_id: str | None
         TRACK_FUNC,
         kwargs=kwargs,
         timeout=settings.job_timeout,
-        result_ttl=RESULT_TTL,
-        failure_ttl=FAILURE_TTL,
+        result_ttl=settings.keep_completed,
+        failure_ttl=settings.keep_failed,
         description=redacted(request.url),  # RQ logs and the dashboard show it
         meta=meta,
         job_id=job_id,
@@ -101,6 +136,7 @@ def enqueue_tracks(
 
     Returns one job per request, in order: the new one, or the earlier job still queued or
     running for the same download (see the module docstring), unless `force`.
+    Raises QueueFull (nothing enqueued) when the new jobs would not fit under DQ_QUEUE_MAX.
     """
     checked = [replace(request.checked(), force=force or request.force) for request in requests]
     refuse_private_urls(connection, settings, [request.url for request in checked])
@@ -115,6 +151,7 @@ def enqueue_tracks(
                 for request, identity in zip(checked, identities, strict=True):
                     if identity not in earlier:
                         fresh.setdefault(identity, request)  # the same download twice in one batch: once
+                make_room(pipeline, settings, len(fresh))
                 pipeline.multi()
                 made = queue.enqueue_many([track_job_data(r, settings) for r in fresh.values()], pipeline=pipeline)
                 for job, request in zip(made, fresh.values(), strict=True):
@@ -191,6 +228,7 @@ def enqueue_album(
     record = AlbumRecord(id=new_album_id(), name=name, folder=folder, source=SOURCE_TRACKS, created_at=time.time())
     _track_requests(record.id, folder, tracks, number_width(len(tracks)))  # validate before writing
     refuse_private_urls(connection, settings, [track.url for track in tracks])
+    make_room(connection, settings, len(tracks))
     with connection.pipeline() as pipeline:
         history.record(
             pipeline, record.id, history.ENQUEUED, f"album {record.name}: {len(tracks)} tracks", album_id=record.id
@@ -208,6 +246,7 @@ def enqueue_playlist(
     """An album whose tracks a worker reads from the M3U/M3U8 playlist at `url`."""
     url = check_url(url)
     refuse_private_urls(connection, settings, [url])
+    make_room(connection, settings, 1)
     folder_name = album_name(name) if name else playlist_album_name(url)
     record = AlbumRecord(
         id=new_album_id(),
@@ -222,8 +261,8 @@ def enqueue_playlist(
         PLAYLIST_FUNC,
         kwargs={"album_id": record.id, "url": url},
         timeout=settings.job_timeout,
-        result_ttl=RESULT_TTL,
-        failure_ttl=FAILURE_TTL,
+        result_ttl=settings.keep_completed,
+        failure_ttl=settings.keep_failed,
         description=f"playlist {redacted(url)}",
         meta={"kind": "playlist", "album_id": record.id},
     )

@@ -18,6 +18,8 @@
         ├── NotAFile                   an HTML page where a file was asked for
         └── OversizedBody              more bytes than Content-Length promised
 
+    QueueFull                          not a download error: an enqueue refused whole by DQ_QUEUE_MAX
+
 None of these derive from RQ's `JobTimeoutException`, and no code in `jobs/` catches
 `Exception` around a download: RQ's job timeout must always reach the worker.
 """
@@ -116,3 +118,12 @@ class NotAFile(FinalError):
 
 class OversizedBody(FinalError):
     """The server sent more than it announced: which bytes are right is unknown, so no resume."""
+
+
+class QueueFull(Exception):
+    """An enqueue that would take the queue past DQ_QUEUE_MAX: refused whole (exit 1, HTTP 503)."""
+
+    def __init__(self, queued: int, limit: int) -> None:
+        super().__init__(messages.queue_full(queued, limit))
+        self.queued = queued
+        self.limit = limit

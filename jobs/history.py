@@ -1,7 +1,9 @@
 """The event history: every state change of every job, kept after the job itself is gone.
 
-Events go to one capped Redis stream (`jobs.keys.EVENTS`) and to the log, one line each, so a
-deleted or expired job still has an audit trail (`bin/jobs --history [ID]`).
+Events go to one capped Redis stream (`jobs.keys.EVENTS`), so a deleted or expired job still
+has an audit trail (`bin/jobs --history [ID]`). The supervisor follows the stream and logs one
+line per event (`supervisor.audit`), whichever process recorded it; the recording process
+logs it at DEBUG only, so the service's log holds each event once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ MAX_EVENTS = 100_000  # approximate cap (XADD MAXLEN ~)
 ENQUEUED, STARTED, COMPLETED, FAILED = "enqueued", "started", "completed", "failed"
 DELETED, CANCELLED, RECOVERED, INTERRUPTED = "deleted", "cancelled", "recovered", "interrupted"
 RETRYING = "retrying"  # an attempt failed and the job will be tried again
+ERROR_EVENTS = (FAILED, RETRYING)  # their message is the error
+LINE = "job %s %s%s"  # an event as a log line: `job <id> <event>[: <message>]`
 
 log = logging.getLogger("dq.events")
 
@@ -41,9 +45,22 @@ def record(
     *,
     album_id: str | None = None,
 ) -> None:
-    """Append one event (inside the caller's pipeline when given one) and log it."""
+    """Append one event (inside the caller's pipeline when given one); logged at DEBUG here,
+    at INFO by the supervisor that follows the stream."""
     connection.xadd(keys.EVENTS, _fields(job_id, event, message, album_id), maxlen=MAX_EVENTS, approximate=True)
-    log.info("job %s %s%s", job_id, event, f": {message}" if message else "")
+    log.debug(LINE, job_id, event, f": {message}" if message else "", extra=log_extra(job_id, event, message, album_id))
+
+
+def log_extra(job_id: str, event: str, message: str, album_id: str | None) -> dict[str, str]:
+    """An event's fields as a log record's `extra` (the JSON log's `event`, `job_id`, ...)."""
+    extra = {"event": event, "job_id": job_id}
+    if album_id:
+        extra["album_id"] = album_id
+    if message and event in ERROR_EVENTS:
+        extra["error"] = message
+    elif event == ENQUEUED and message.startswith(("http://", "https://")):
+        extra["url"] = message  # recorded without credentials (jobs.enqueue)
+    return extra
 
 
 def read(connection: redis.Redis, job_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:

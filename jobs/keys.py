@@ -15,6 +15,9 @@ Our own keys live under `dq:`:
     dq:parts:<hostname>   set: partial files downloads on that host have started (`jobs.parts`)
     dq:files              hash: final path → the URL whose download wrote it
     dq:urls               hash: `<dest>\0<name>\0<url>` → the job last enqueued for it
+    dq:heartbeat:<hostname>  the unix time that host's supervisor last ran its cleanup (TTL)
+    dq:metrics            hash: counters every worker adds to (`jobs.metrics`)
+    dq:metrics:duration   hash: the job-duration histogram's bucket counts, sum and count
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ _FAILURE_REASON_PREFIX = "dq:reason:"
 _BACKOFF_PREFIX = "dq:backoff:"
 _PARTS_PREFIX = "dq:parts:"
 _ALBUM_PREFIX = "dq:album:"
+HEARTBEAT_PREFIX = "dq:heartbeat:"  # SCAN matches on it to find every host's heartbeat
+METRICS = "dq:metrics"
+DURATIONS = "dq:metrics:duration"
 # Some of RQ's key names exist only on instances, which want a connection: redis-py's client
 # connects on first command, and these instances never send one.
 _UNUSED = redis.Redis()
@@ -66,6 +72,10 @@ def backoff(where: str) -> str:
 
 def parts(hostname: str) -> str:
     return _PARTS_PREFIX + hostname
+
+
+def heartbeat(hostname: str) -> str:
+    return HEARTBEAT_PREFIX + hostname
 
 
 # --- RQ's, by RQ's helpers ------------------------------------------------------------------

@@ -183,3 +183,42 @@ def playlist_too_many(entries: int, limit: int) -> str:
 
 def playlist_unusable(refused: int, first_line: int, first_error: str | None) -> str:
     return f"Playlist has no usable entry: {refused} refused, the first at line {first_line}: {first_error}"
+
+
+def queue_full(queued: int, limit: int) -> str:
+    return f"Queue full ({queued} queued, limit {limit})"
+
+
+def queue_long(queued: int, limit: int) -> str:
+    return f"Queue is long ({queued} queued, warning above {limit})"
+
+
+# --- health (`bin/health`, `/health`) ------------------------------------------------------
+def health_redis_ok(url: str) -> str:
+    return f"Redis answers at {url}"
+
+
+def health_redis_down(url: str, error: object) -> str:
+    return f"Redis is not reachable at {url} ({error})"
+
+
+HEALTH_NOT_CHECKED = "not checked: Redis is not reachable"
+HEALTH_NO_HEARTBEAT = "no supervisor heartbeat: no supervisor runs (start bin/up or bin/supervise)"
+
+
+def health_heartbeat(ages: dict[str, float | None], limit: float) -> str:
+    """Each host's heartbeat age, e.g. `supervisor heartbeat 0.4s ago (web1); none from db2 (limit 6s)`."""
+    seen = [f"{age:.1f}s ago ({host})" for host, age in sorted(ages.items()) if age is not None]
+    missing = [host for host, age in sorted(ages.items()) if age is None]
+    text = "supervisor heartbeat " + (", ".join(seen) if seen else "missing")
+    if missing:
+        text += f"; none from {', '.join(missing)}"
+    return f"{text} (limit {limit:g}s)"
+
+
+def health_workers(live: int, expected: int) -> str:
+    return f"{live} of {expected} workers live"
+
+
+def health_queue(queued: int, limit: int) -> str:
+    return f"{queued} queued (warning above {limit})"

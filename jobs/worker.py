@@ -20,7 +20,6 @@ arguments read through `jobs.rq_compat.hook_arguments` (see there).
 
 from __future__ import annotations
 
-import logging
 import time
 from types import TracebackType
 from typing import Any
@@ -34,12 +33,12 @@ from rq.worker import Worker
 import jobs.playlist  # noqa: F401  (imported before fork on purpose, see above)
 import jobs.track  # noqa: F401  (imported before fork on purpose, see above)
 from config import Settings
-from jobs import history, messages, parts, retries
+from jobs import history, messages, metrics, parts, retries
 from jobs.allowed import AllowedJob
 from jobs.connection import SERIALIZER
 from jobs.deletion import purge_job
 from jobs.failure import failure_reason
-from jobs.logs import redact_handlers
+from jobs.logs import setup_worker_logging
 from jobs.rq_compat import call_with, hook_arguments
 from jobs.tombstones import is_deleted, write_meta_if_alive
 from jobs.workers import set_parent_death_signal
@@ -64,6 +63,7 @@ class DownloadWorker(Worker):
         # before RQ calls handle_job_failure there. (RQ's maintenance calls the handlers in
         # the worker parent too, for jobs it cleans up: those are left to our supervisor.)
         self.failures: dict[str, retries.Failure] = {}
+        self.causes: dict[str, str] = {}  # job id → its failure's cause label (jobs.metrics)
         self.push_exc_handler(self._remember_failure)
 
     def _remember_failure(
@@ -75,15 +75,20 @@ class DownloadWorker(Worker):
     ) -> None:
         if self.is_horse:
             self.failures[job.id] = retries.failure_of(exc_value, job.timeout or 0)
+            self.causes[job.id] = metrics.cause_of(exc_value)
         return None  # RQ's own handlers (if any) run too
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         bound = hook_arguments(Worker.bootstrap, self, args, kwargs)
         a = bound.arguments
-        # Our own loggers (the event history's one line per state change) go where RQ's go.
+        # Our own loggers go where RQ's go.
         setup_loghandlers(a["logging_level"], a["date_format"], a["log_format"], name="dq")
+        # DQ_LOG_FORMAT for RQ's own handlers (rq.logutils) and the root logger, no credentials,
+        # an expected failure one line: before RQ's bootstrap logs, and again for the rq.job
+        # handlers it sets up.
+        setup_worker_logging(self.settings.log_format)
         super().bootstrap(*args, **kwargs)
-        redact_handlers(*(logging.getLogger(name) for name in ("dq", "rq.worker", "rq.job", "")))
+        setup_worker_logging(self.settings.log_format)
 
     def main_work_horse(self, *args: Any, **kwargs: Any) -> None:
         assert self.pid is not None
@@ -119,6 +124,8 @@ class DownloadWorker(Worker):
             return
         super().handle_job_success(*args, **kwargs)
         history.record(self.connection, job.id, history.COMPLETED, album_id=album_of(job))
+        seconds = metrics.seconds_between(job.started_at, job.ended_at)
+        metrics.record_completed(self.connection, seconds, job.return_value())
 
     def handle_job_failure(self, *args: Any, **kwargs: Any) -> None:
         bound = hook_arguments(Worker.handle_job_failure, self, args, kwargs)
@@ -127,6 +134,7 @@ class DownloadWorker(Worker):
             self._forget(job, bound.arguments["execution"])
             return
         failure = self.failures.pop(job.id, None)
+        cause = self.causes.pop(job.id, metrics.DIED)
         if failure is None:  # in the worker parent: the horse died without reporting
             failure = retries.died(self._line_for_dead_horse(job))
             job.get_meta(refresh=True)  # the horse wrote progress and its partial file's name
@@ -140,6 +148,7 @@ class DownloadWorker(Worker):
         bound.arguments["exc_string"] = f"{failure.line}\n\n{exc_string}" if exc_string else failure.line
         call_with(super().handle_job_failure, bound)
         history.record(self.connection, job.id, history.FAILED, failure.line, album_id=album_of(job))
+        metrics.record_failure(self.connection, cause)
         meta = job.meta
         parts.discard(self.settings.download_dir, meta.get("path"), job.id, meta.get("created_dir"))
 
@@ -150,6 +159,7 @@ class DownloadWorker(Worker):
         with self.connection.pipeline() as pipeline:
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             retries.schedule(pipeline, job, decision, failure, self.policy)
+            metrics.record_retry(pipeline)
             if failure.backoff and decision.due is not None and isinstance(url, str):
                 # The server's Retry-After (capped) is this retry's due time: the host waits as long.
                 retries.hold_host(pipeline, retries.host_of(url), decision.due - stamp, stamp)
@@ -177,6 +187,7 @@ class DownloadWorker(Worker):
     def _forget(self, job: Job, execution: Any) -> None:
         """Drop our bookkeeping of a deleted job without writing the job itself."""
         self.failures.pop(job.id, None)
+        self.causes.pop(job.id, None)
         with self.connection.pipeline() as pipeline:
             self.cleanup_execution(job, pipeline=pipeline, execution=execution)
             pipeline.execute()

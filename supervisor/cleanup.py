@@ -12,10 +12,13 @@ supervisors, or a worker's own maintenance, never clean the same job twice):
 4. RQ's own registry maintenance, minus the StartedJobRegistry's (which would fail jobs of
    live workers with RQ's generic text; step 1 covers that registry);
 5. jobs stranded in RQ's intermediate list (a worker died between taking a job off the
-   queue and registering it as started) go back to the front of the queue: they never ran.
+   queue and registering it as started) go back to the front of the queue: they never ran;
+6. every `jobs.retention.RETENTION_INTERVAL`: album records none of whose jobs is kept and
+   events older than the longest retention (DQ_KEEP_COMPLETED / DQ_KEEP_FAILED) are dropped.
 
 Before taking the lock, and at startup, it also refreshes this supervisor's publication of
-its workers' settings (`jobs.published`), which `bin/enqueue` judges private URLs by.
+its workers' settings (`jobs.published`), which `bin/enqueue` judges private URLs by, and
+this host's heartbeat (`jobs.health`), which `bin/health` and `/health` judge the supervisor by.
 
 It reads only the StartedJobRegistry and the registries' expired ranges (ZREMRANGEBYSCORE),
 never a key scan, so its cost does not grow with 100 000 finished or failed jobs.
@@ -37,7 +40,7 @@ from rq.rate_limit import RateLimitRegistry
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, FinishedJobRegistry, ReadyJobRegistry
 
 from config import Settings
-from jobs import history, keys, messages, parts, published, retries
+from jobs import health, history, keys, messages, parts, published, retention, retries
 from jobs.connection import SERIALIZER
 from jobs.failure import FAILED, end_started_job, set_failure_reason
 from jobs.rq_compat import MAINTENANCE_LOCK_VALUE
@@ -125,6 +128,7 @@ class CleanupReport:
     timed_out: list[str] = field(default_factory=list)
     parts_removed: list[Path] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
+    retention_pass: retention.RetentionReport | None = None
 
 
 @dataclass
@@ -139,6 +143,7 @@ class Cleanup:
     pending_kills: dict[str, float] = field(default_factory=dict)
     # job id → when (loop clock) it was first seen in RQ's intermediate list and not started
     stranded_since: dict[str, float] = field(default_factory=dict)
+    next_retention: float = 0.0  # loop clock: when the next retention pass is due
     publisher: str = field(default_factory=published.publisher_id)
 
     @classmethod
@@ -188,6 +193,11 @@ class Cleanup:
             report.parts_removed = parts.sweep_tracked(self.connection, self.settings.download_dir, self.recovery.host)
             self._rq_maintenance()
             report.requeued = self._requeue_stranded({job.job_id for job in jobs}, now)
+            if now >= self.next_retention:
+                self.next_retention = now + retention.RETENTION_INTERVAL
+                report.retention_pass = retention.apply(self.connection, self.settings, redis_now)
+                if report.retention_pass.albums_removed:
+                    log.info("retention: %d album record(s) expired", len(report.retention_pass.albums_removed))
             return report
         finally:
             self.lock.release()
@@ -279,12 +289,15 @@ class Cleanup:
         return moved
 
     def publish(self) -> None:
-        """Tell the commands that enqueue what our workers allow (refreshes its expiry)."""
+        """Tell the commands that enqueue what our workers allow (refreshes its expiry), and
+        refresh this host's heartbeat (`jobs.health`): at start and every round, locked or not."""
         published.publish(self.connection, self.settings, self.publisher)
+        health.beat(self.connection, self.settings)
 
     def withdraw(self) -> None:
-        """Remove our publication: after a clean shutdown no worker of ours runs."""
+        """Remove our publication and heartbeat: after a clean shutdown no worker of ours runs."""
         published.withdraw(self.connection, self.publisher)
+        health.stop(self.connection)
 
     # --- shutdown ---------------------------------------------------------------------------
     def interrupt(self, workers: Mapping[str, int], message: str) -> list[str]:

@@ -1,8 +1,9 @@
 """The `dq` entry point: the queue's commands (`jobs.cli`) plus the ones that run the service
-(`up`, `supervise`, `dashboard`, `redis`)."""
+(`up`, `supervise`, `dashboard`, `redis`) and probe it (`health`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -10,7 +11,9 @@ import sys
 import click
 
 from config import SettingsError
+from jobs import health as health_checks
 from jobs.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings, main, open_redis
+from jobs.connection import connect
 from jobs.dashboard import make_dashboard_server
 from jobs.logs import configure_logging
 from jobs.urls import redacted
@@ -38,6 +41,7 @@ def supervise() -> None:
 def dashboard() -> None:
     """Serve the web dashboard (rq-dashboard) at DQ_DASHBOARD_HOST:DQ_DASHBOARD_PORT."""
     settings = load_settings()
+    configure_logging(settings.log_format)  # the server's own lines (waitress) too
     try:
         settings.check_dashboard_bind()
     except SettingsError as error:
@@ -50,18 +54,39 @@ def dashboard() -> None:
         fail(f"cannot serve the dashboard on {address}: {error}", EXIT_FAILED)
 
     def stop(signum: int, frame: object) -> None:
-        # SystemExit unwinds serve_forever(), so process managers see a clean exit 0.
+        # SystemExit unwinds waitress's loop, so process managers see a clean exit 0.
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     auth = "basic auth" if settings.dashboard_auth else "no auth (loopback only)"
-    click.echo(f"dashboard on http://{address}/ ({auth}), Redis {redacted(settings.effective_redis_url)}", err=True)
+    if settings.api_token is not None:
+        auth += ", API token"
+    logging.getLogger("dq.dashboard").info(
+        "dashboard on http://%s/ (%s), Redis %s", address, auth, redacted(settings.effective_redis_url)
+    )
     try:
-        server.serve_forever()
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.close()
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the /health object as JSON.")
+def health(as_json: bool) -> None:
+    """Check Redis, the supervisor heartbeat, the workers and the queue's length.
+
+    One line per check (or, with --json, what /health answers). Exit 0 ok or warn,
+    1 fail, 3 Redis unreachable.
+    """
+    settings = load_settings()
+    result = health_checks.check(connect(settings, check=False), settings)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo("\n".join(health_checks.lines(result)))
+    sys.exit(health_checks.exit_code(result))
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -73,8 +98,8 @@ def redis(server_args: tuple[str, ...]) -> None:
     and holds the state dir's Redis lock, so a second Redis there is refused. Extra arguments
     go to redis-server (e.g. --supervised systemd).
     """
-    configure_logging()
     settings = load_settings()
+    configure_logging(settings.log_format)
     try:
         exec_server(settings.state_dir, settings.redis_socket, server_args)
     except StateDirBusy as error:

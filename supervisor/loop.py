@@ -11,6 +11,8 @@ Signal handlers only count stop requests; every decision is taken in `step`:
   workers record the failure and exit; after `PARENT_RECORD_WAIT` the rest are SIGKILLed;
 - second request → killing at once (horses and workers SIGKILLed together);
 - once no worker is left, whatever they left started is failed with the shutdown message;
+- every tick, the job events recorded since the last one (by workers, `bin/delete`, the API)
+  are logged, one line each (`audit`, `supervisor.audit`): the service's log is the audit trail;
 - the Redis it depends on went away for good (`watchdog`, `bin/up`'s embedded server exited or
   lost its socket) → lost: the workers are killed (they could record nothing) and `run`
   returns EXIT_REDIS_LOST; the next start recovers their jobs as crashes.
@@ -68,6 +70,14 @@ class Caretaker(Protocol):
     def fail_interrupted(self, worker_names: Iterable[str], message: str) -> list[str]: ...
 
 
+class AuditTrail(Protocol):
+    """What the loop needs of `supervisor.audit.AuditFollower`."""
+
+    def poll(self) -> int: ...
+
+    def drain(self) -> int: ...
+
+
 class Phase(enum.Enum):
     RUNNING = "running"
     DRAINING = "draining"  # warm stop sent, waiting up to the grace
@@ -81,6 +91,7 @@ class Supervisor:
     settings: Settings
     pool: Pool
     cleanup: Caretaker | None = None
+    audit: AuditTrail | None = None
     clock: Callable[[], float] = time.monotonic
     # Why the Redis we depend on is gone for good, or None while it serves (bin/up's own server).
     watchdog: Callable[[], str | None] | None = None
@@ -126,6 +137,12 @@ class Supervisor:
             if not self.pool.live:
                 self.phase = Phase.DONE
             return
+        self._step_phases(now)
+        if self.audit is not None:
+            # After the phases: a stopping supervisor's last step logs its workers' last events.
+            self._redis_call("audit trail", self.audit.drain if self.done else self.audit.poll)
+
+    def _step_phases(self, now: float) -> None:
         if self.stop_requests > self._handled_requests:
             self._handled_requests = self.stop_requests
             self._on_stop_request(now)

@@ -21,6 +21,7 @@ from jobs.connection import RedisUnavailable, connect
 from jobs.logs import configure_logging
 from jobs.urls import redacted
 from jobs.workers import set_parent_death_signal
+from supervisor.audit import AuditFollower
 from supervisor.cleanup import Cleanup
 from supervisor.loop import Supervisor
 from supervisor.pool import WorkerPool
@@ -53,7 +54,7 @@ def supervisor_lock(settings: Settings, label: str) -> StateLock | None:
 def run_supervise(
     settings: Settings, *, watchdog: Callable[[], str | None] | None = None, lock: StateLock | None = None
 ) -> int:
-    configure_logging()
+    configure_logging(settings.log_format)
     if lock is None:
         lock = supervisor_lock(settings, "dq supervise")
         if lock is None:
@@ -73,7 +74,9 @@ def _supervise(settings: Settings, watchdog: Callable[[], str | None] | None) ->
     settings.download_dir.mkdir(parents=True, exist_ok=True)
     pool = WorkerPool(settings, env=worker_env(settings))
     cleanup = Cleanup.create(connection, settings)
-    supervisor = Supervisor(settings, pool, cleanup, watchdog=watchdog)
+    # Positioned before the startup recovery runs, so its events are in the log too.
+    audit = AuditFollower.at_end(connection)
+    supervisor = Supervisor(settings, pool, cleanup, audit=audit, watchdog=watchdog)
     log.info(
         "supervising %d workers on queue %r at %s",
         settings.workers,
@@ -101,7 +104,7 @@ def start_dashboard(settings: Settings) -> subprocess.Popen[bytes]:
 
 
 def run_up(settings: Settings) -> int:
-    configure_logging()
+    configure_logging(settings.log_format)
     try:
         settings.check_dashboard_bind()
     except SettingsError as error:

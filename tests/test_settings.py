@@ -119,3 +119,38 @@ def test_commands_exit_2_on_a_bad_setting(env: dict[str, str], command: list[str
     result = run_dq(command, env)
     assert result.returncode == 2, result.stderr
     assert "DQ_WORKERS must be at least 1" in result.stderr
+
+
+def test_the_api_logging_and_retention_settings() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.api_token, defaults.api_max_body, defaults.api_rate) == (None, 65536, 120)
+    assert (defaults.queue_warn, defaults.queue_max) == (1000, 10000)
+    assert (defaults.log_format, defaults.keep_completed, defaults.keep_failed) == ("text", 86400, 604800)
+    chosen = Settings.from_env(
+        {
+            "DQ_API_TOKEN": "abc",
+            "DQ_API_MAX_BODY": "1024",
+            "DQ_API_RATE": "5",
+            "DQ_QUEUE_WARN": "0",
+            "DQ_QUEUE_MAX": "20",
+            "DQ_LOG_FORMAT": "JSON",
+            "DQ_KEEP_COMPLETED": "60",
+            "DQ_KEEP_FAILED": "120",
+        }
+    )
+    assert (chosen.api_token, chosen.api_max_body, chosen.api_rate) == ("abc", 1024, 5)
+    assert (chosen.queue_warn, chosen.queue_max, chosen.log_format) == (0, 20, "json")
+    assert (chosen.keep_completed, chosen.keep_failed) == (60, 120)
+    bad_values = [
+        {"DQ_API_TOKEN": "  "},
+        {"DQ_API_MAX_BODY": "0"},
+        {"DQ_API_RATE": "lots"},
+        {"DQ_QUEUE_MAX": "0"},
+        {"DQ_QUEUE_WARN": "-1"},
+        {"DQ_LOG_FORMAT": "xml"},
+        {"DQ_KEEP_COMPLETED": "0"},
+        {"DQ_KEEP_FAILED": "1.5"},
+    ]
+    for bad in bad_values:
+        with pytest.raises(SettingsError, match=next(iter(bad))):
+            Settings.from_env(bad)
