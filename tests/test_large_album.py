@@ -20,7 +20,8 @@ from jobs.playlist import MAX_PLAYLIST_ENTRIES
 def test_deleting_a_10000_track_album_takes_seconds_and_leaves_its_neighbours(
     connection: redis.Redis, settings: Settings
 ) -> None:
-    settings = dataclasses.replace(settings, allow_private_networks=True)
+    # More than DQ_QUEUE_MAX's default (10,000) is queued here on purpose.
+    settings = dataclasses.replace(settings, allow_private_networks=True, queue_max=2 * MAX_PLAYLIST_ENTRIES)
     before = [
         job.id
         for job in enqueue_tracks(connection, settings, [TrackRequest(f"http://192.0.2.1/b{i}") for i in range(3)])
