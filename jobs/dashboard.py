@@ -40,7 +40,6 @@ import redis
 import rq_dashboard
 import rq_dashboard.web as dashboard_web
 from flask import Blueprint, Flask, Response, current_app, request
-from flask import jsonify as flask_jsonify
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, requeue_job
 from rq.queue import Queue
@@ -58,7 +57,7 @@ from waitress.server import BaseWSGIServer, create_server
 
 from config import Settings
 from jobs import history
-from jobs.api import register_api
+from jobs.api import answer, register_api
 from jobs.connection import SERIALIZER
 from jobs.dashboard_safety import SafetyMiddleware, auth_hook, cross_site_write_guard
 from jobs.downloads_page import register_downloads_page
@@ -82,13 +81,6 @@ WSGI_THREADS = 8  # requests served at once; each is a few Redis round trips
 WAITRESS_BODY_CAP = 16 * 1024 * 1024
 WSGI_CONNECTION_LIMIT = 1000  # open client connections before waitress stops accepting
 ViewFunction = Callable[..., Any]
-
-
-def json_response(payload: dict[str, Any], status: int = 200) -> Response:
-    response = flask_jsonify(payload)
-    response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 def create_app(settings: Settings, connection: redis.Redis) -> Flask:
@@ -130,7 +122,7 @@ def _shared_connection_hook(connection: redis.Redis) -> Callable[[], Response | 
     def use_shared_connection() -> Response | None:
         view_args = request.view_args or {}
         if view_args.get("instance_number", 0) != 0:
-            return json_response({"status": "ERROR", "message": "only instance 0 exists"}, 404)
+            return answer({"status": "ERROR", "message": "only instance 0 exists"}, 404)
         current_app.redis_conn = connection  # type: ignore[attr-defined]
         return None
 
@@ -138,7 +130,7 @@ def _shared_connection_hook(connection: redis.Redis) -> Callable[[], Response | 
 
 
 def _no_such_job(error: NoSuchJobError) -> Response:
-    return json_response({"status": "ERROR", "message": str(error) or "no such job"}, 404)
+    return answer({"status": "ERROR", "message": str(error) or "no such job"}, 404)
 
 
 def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> None:
@@ -161,7 +153,7 @@ def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> N
 
     def jobs_page(instance_number: int, queue_name: str | None, registry_name: str, **rest: Any) -> Any:
         if registry_name not in REGISTRY_NAMES:
-            return json_response({"status": "ERROR", "message": f"no registry {registry_name!r}"}, 404)
+            return answer({"status": "ERROR", "message": f"no registry {registry_name!r}"}, 404)
         # The navbar's "Jobs" link names no queue; theirs then shows RQ's empty "default" queue.
         return original_jobs_page(
             instance_number=instance_number,
@@ -173,38 +165,38 @@ def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> N
     def list_jobs(instance_number: int, queue_name: str, registry_name: str, **rest: Any) -> Any:
         # Theirs raises UnboundLocalError (500) for a registry name it does not know.
         if registry_name not in REGISTRY_NAMES:
-            return json_response({"status": "ERROR", "message": f"no registry {registry_name!r}"}, 404)
-        answer: Any = original_list_jobs(
+            return answer({"status": "ERROR", "message": f"no registry {registry_name!r}"}, 404)
+        theirs: Any = original_list_jobs(
             instance_number=instance_number, queue_name=queue_name, registry_name=registry_name, **rest
         )
-        listed = current_app.make_response(answer)
+        listed = current_app.make_response(theirs)
         # Their rows carry each job's description and error; a URL in them keeps no password.
         listed.set_data(redacted(listed.get_data(as_text=True)))
         return listed
 
     def job_info(instance_number: int, job_id: str) -> Response:
-        return json_response(job_details(connection, job_id))
+        return answer(job_details(connection, job_id))
 
     def list_workers(instance_number: int) -> Response:
-        return json_response({"workers": worker_rows(connection)})
+        return answer({"workers": worker_rows(connection)})
 
     def delete_job(job_id: str) -> Response:
         [(_, outcome)] = delete_ids(connection, settings, [job_id])
         status = "ERROR" if outcome == "not found" else "OK"
-        return json_response({"status": status, "outcome": outcome})
+        return answer({"status": status, "outcome": outcome})
 
     def requeue_one(job_id: str) -> Response:
         try:
             requeue_job(job_id, connection=connection, serializer=SERIALIZER)
         except InvalidJobOperation as error:
-            return json_response({"status": "ERROR", "message": str(error)}, 409)
+            return answer({"status": "ERROR", "message": str(error)}, 409)
         history.record(connection, job_id, history.ENQUEUED, "requeued from the dashboard")
-        return json_response({"status": "OK"})
+        return answer({"status": "OK"})
 
     def requeue_all(queue_name: str) -> Response:
         # The blueprint also answers GET here; a prefetched or crawled link must change nothing.
         if request.method != "POST":
-            response = json_response({"status": "ERROR", "message": "use POST to requeue"}, 405)
+            response = answer({"status": "ERROR", "message": "use POST to requeue"}, 405)
             response.headers["Allow"] = "POST"
             return response
         registry = FailedJobRegistry(queue_name, connection=connection, serializer=SERIALIZER)
@@ -216,7 +208,7 @@ def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> N
                 continue  # expired or changed state since we listed it
             history.record(connection, job_id, history.ENQUEUED, "requeued from the dashboard")
             requeued += 1
-        return json_response({"status": "OK", "count": requeued})
+        return answer({"status": "OK", "count": requeued})
 
     def empty_queue(queue_name: str, registry_name: str) -> Response:
         # Theirs calls job.delete() on each job, running ones included; ours stops downloads.
@@ -227,9 +219,9 @@ def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> N
             registry = REGISTRIES[registry_name](queue_name, connection=connection, serializer=SERIALIZER)
             ids = registry.get_job_ids(cleanup=False)
         else:
-            return json_response({"status": "ERROR", "message": f"no registry {registry_name!r}"}, 404)
+            return answer({"status": "ERROR", "message": f"no registry {registry_name!r}"}, 404)
         outcomes = delete_ids(connection, settings, ids) if ids else []
-        return json_response({"status": "OK", "count": sum(1 for _, o in outcomes if o != "not found")})
+        return answer({"status": "OK", "count": sum(1 for _, o in outcomes if o != "not found")})
 
     def compact_queue(queue_name: str) -> Response:
         # Theirs (RQ's Queue.compact) renames the list away and pushes the live ids back: a 500
@@ -238,12 +230,12 @@ def _replace_views(app: Flask, settings: Settings, connection: redis.Redis) -> N
         queue = dashboard_queue(connection, queue_name)
         known = queue_name == settings.queue_name or connection.sismember(Queue.redis_queues_keys, queue.key)
         if not known:
-            return json_response({"status": "ERROR", "message": f"no queue {queue_name!r}"}, 404)
+            return answer({"status": "ERROR", "message": f"no queue {queue_name!r}"}, 404)
         ids = queue.get_job_ids()
         for job_id, status in zip(ids, statuses(connection, ids), strict=True):
             if status is None:  # the job's hash is gone
                 connection.lrem(queue.key, 0, job_id)
-        return json_response({"status": "OK"})
+        return answer({"status": "OK"})
 
     replace("job_view", job_page)
     replace("jobs_overview", jobs_page)

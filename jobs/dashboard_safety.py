@@ -22,7 +22,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from flask import Response, request
 
-from jobs.api import is_api_request, refusal
+from jobs.api import answer, is_api_request, refusal
 
 log = logging.getLogger("dq.dashboard")
 
@@ -126,11 +126,7 @@ def cross_site_write_guard(allowed_hosts: frozenset[str]) -> Callable[[], Respon
         if origin is not None and not origin_allowed(origin, allowed_hosts):
             if is_api_request():
                 return refusal(403, "cross-site request refused")
-            return Response(
-                '{"status": "ERROR", "message": "cross-site request refused"}',
-                403,
-                {"Content-Type": "application/json", "Cache-Control": "no-store"},
-            )
+            return answer({"status": "ERROR", "message": "cross-site request refused"}, 403)
         return None
 
     return refuse_cross_site_writes

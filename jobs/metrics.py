@@ -120,19 +120,17 @@ def seconds_between(started: datetime | None, ended: datetime | None) -> float |
     return (ended - started).total_seconds()
 
 
-def record_completed(connection: redis.Redis, seconds: float | None, result: Any = None) -> None:
-    """A job completed after `seconds` of running, returning `result` (one MULTI)."""
+def record_completed(connection: Writer, seconds: float | None, result: Any = None) -> None:
+    """A job completed after `seconds` of running, returning `result` (joins the caller's pipeline)."""
     size = downloaded_bytes(result)
-    with connection.pipeline(transaction=True) as pipeline:
-        if size:
-            pipeline.hincrby(keys.METRICS, BYTES, size)
-        if seconds is not None and seconds >= 0:
-            bound = bucket_of(seconds)
-            if bound is not None:
-                pipeline.hincrby(keys.DURATIONS, _bucket_field(bound), 1)
-            pipeline.hincrbyfloat(keys.DURATIONS, "sum", seconds)
-            pipeline.hincrby(keys.DURATIONS, "count", 1)
-        pipeline.execute()
+    if size:
+        connection.hincrby(keys.METRICS, BYTES, size)
+    if seconds is not None and seconds >= 0:
+        bound = bucket_of(seconds)
+        if bound is not None:
+            connection.hincrby(keys.DURATIONS, _bucket_field(bound), 1)
+        connection.hincrbyfloat(keys.DURATIONS, "sum", seconds)
+        connection.hincrby(keys.DURATIONS, "count", 1)
 
 
 def record_failure(connection: Writer, cause: str) -> None:

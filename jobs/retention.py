@@ -20,6 +20,7 @@ import redis
 
 from config import Settings
 from jobs import album, keys
+from jobs.connection import reply_text
 from jobs.tombstones import is_deleted
 
 RETENTION_INTERVAL = 60.0  # seconds between two passes
@@ -51,7 +52,10 @@ def prune_albums(connection: redis.Redis, settings: Settings, now: float) -> lis
     horizon = now - min(settings.keep_completed, settings.keep_failed)
     candidates = [
         album.AlbumRecord.from_hash(album_id, raw)
-        for album_id in _ids(connection.zrangebyscore(keys.ALBUMS, "-inf", horizon))
+        for album_id in (
+            reply_text(member) or ""
+            for member in cast(list[Any], connection.zrangebyscore(keys.ALBUMS, "-inf", horizon))
+        )
         if (raw := cast(dict[Any, Any], connection.hgetall(keys.album(album_id))))
     ]
     removed = []
@@ -63,10 +67,6 @@ def prune_albums(connection: redis.Redis, settings: Settings, now: float) -> lis
         album.remove_record(connection, record.id)
         removed.append(record.id)
     return removed
-
-
-def _ids(replies: Any) -> list[str]:
-    return [reply.decode() if isinstance(reply, bytes) else str(reply) for reply in replies or []]
 
 
 def apply(connection: redis.Redis, settings: Settings, now: float) -> RetentionReport:

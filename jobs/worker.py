@@ -123,9 +123,11 @@ class DownloadWorker(Worker):
             self._forget(job, bound.arguments["execution"])
             return
         super().handle_job_success(*args, **kwargs)
-        history.record(self.connection, job.id, history.COMPLETED, album_id=album_of(job))
-        seconds = metrics.seconds_between(job.started_at, job.ended_at)
-        metrics.record_completed(self.connection, seconds, job.return_value())
+        result = job.return_value()
+        with self.connection.pipeline() as pipeline:
+            history.record(pipeline, job.id, history.COMPLETED, album_id=album_of(job))
+            metrics.record_completed(pipeline, metrics.seconds_between(job.started_at, job.ended_at), result)
+            pipeline.execute()
 
     def handle_job_failure(self, *args: Any, **kwargs: Any) -> None:
         bound = hook_arguments(Worker.handle_job_failure, self, args, kwargs)

@@ -15,22 +15,19 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from playwright import sync_api
 from rq.job import Job, JobStatus
 
 from config import Settings
 from jobs import messages
+from tests.browser import chromium_page, save_screenshot, shows
 from tests.faultserver import FaultServer
 from tests.helpers import (
-    PASSWORD,
     ROOT,
     SLOW_PATH,
-    USER,
     Dashboard,
     Service,
     dashboard_env,
@@ -42,66 +39,14 @@ from tests.helpers import (
     wait_until,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = ROOT / "test-artifacts"
 README_SCREENSHOT = ROOT / "tests" / "screenshots" / "dashboard.png"
-# Two shared CPU cores: a page load plus its first poll can take several seconds.
-BROWSER_TIMEOUT_MS = 60_000
-# The pages poll every 2.5 s; allow many rounds before calling a mismatch final.
-SETTLE_SECONDS = 45
-
-
-@pytest.fixture(autouse=True)
-def chromium_installed() -> None:
-    # bin/test installs it (bin/_packages); without it this test fails, it never skips.
-    assert CHROMIUM.exists(), "needs Debian's chromium package: apt-get install -y chromium fonts-liberation"
 
 
 @pytest.fixture
 def page() -> Iterator[Any]:
     """A page in a fresh headless Chromium that sends our dashboard credentials."""
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=BROWSER_TIMEOUT_MS
-        )
-        try:
-            context = browser.new_context(
-                http_credentials={"username": USER, "password": PASSWORD},
-                viewport={"width": 1280, "height": 800},
-            )
-            new_page = context.new_page()
-            new_page.set_default_timeout(BROWSER_TIMEOUT_MS)
-            new_page.set_default_navigation_timeout(BROWSER_TIMEOUT_MS)
-            yield new_page
-        finally:
-            browser.close()
-
-
-def eventually(read: Callable[[], Any], expected: Any, timeout: float = SETTLE_SECONDS) -> Any:
-    """Re-read a polled page until it shows `expected`; returns the last reading."""
-    last: list[Any] = [None]
-
-    def matches() -> bool:
-        last[0] = read()
-        return bool(last[0] == expected)
-
-    wait_until(matches, timeout=timeout, interval=0.5)
-    return last[0]
-
-
-def save_screenshot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path), full_page=True)
-    return path
+    with chromium_page(viewport={"width": 1280, "height": 800}) as new_page:
+        yield new_page
 
 
 def listed_jobs(page: Any) -> dict[str, str]:
@@ -170,7 +115,7 @@ def test_dashboard_in_a_real_browser(
         rows = page.locator("table#queues tr[data-role=queue]")
         return [[cell.strip() for cell in rows.nth(i).locator("td").all_inner_texts()] for i in range(rows.count())]
 
-    assert eventually(queue_rows, [expected_row]) == [expected_row]
+    assert shows(queue_rows, [expected_row]) == [expected_row]
     save_screenshot(page, "dashboard-queues.png")
 
     # Workers page: four workers, one busy with our download, three idle.
@@ -185,7 +130,7 @@ def test_dashboard_in_a_real_browser(
         cells = worker_cells()
         return len(cells), cells.count("idle")
 
-    eventually(busy_and_idle, (4, 3))
+    shows(busy_and_idle, (4, 3))
     cells = worker_cells()
     assert len(cells) == 4, cells
     assert cells.count("idle") == 3, cells
@@ -198,11 +143,11 @@ def test_dashboard_in_a_real_browser(
 
     # Started, finished and failed lists show our jobs; failed ones with their error lines.
     open_job_list(page, dashboard, "started")
-    assert eventually(lambda: set(listed_jobs(page)), {running}) == {running}
+    assert shows(lambda: set(listed_jobs(page)), {running}) == {running}
     open_job_list(page, dashboard, "finished")
-    assert eventually(lambda: set(listed_jobs(page)), {finished}) == {finished}
+    assert shows(lambda: set(listed_jobs(page)), {finished}) == {finished}
     open_job_list(page, dashboard, "failed")
-    assert eventually(lambda: set(listed_jobs(page)), {not_found, hung}) == {not_found, hung}
+    assert shows(lambda: set(listed_jobs(page)), {not_found, hung}) == {not_found, hung}
     shown = listed_jobs(page)
     for job_id in (not_found, hung):
         assert shown[job_id].splitlines()[0] == views[job_id]["error"], shown[job_id][:500]

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import redis
 import requests
-from playwright import sync_api
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry
@@ -38,6 +37,7 @@ from jobs import keys
 from jobs.connection import SERIALIZER
 from jobs.enqueue import TRACK_FUNC
 from jobs.worker import DownloadWorker
+from tests.browser import chromium_page, shows
 from tests.faultserver import FaultServer
 from tests.helpers import (
     PASSWORD,
@@ -49,9 +49,7 @@ from tests.helpers import (
     long_env,
     status_of,
     wait_status,
-    wait_until,
 )
-from tests.test_dashboard_browser import BROWSER_TIMEOUT_MS, CHROMIUM, CHROMIUM_ARGS, SETTLE_SECONDS
 
 CREDENTIALS = (USER.encode(), PASSWORD.encode())  # UTF-8, as browsers send them
 HTTP_TIMEOUT = 20
@@ -163,7 +161,6 @@ def write_hostile_worker_and_queue(connection: redis.Redis) -> None:
 def watched_page() -> Iterator[tuple[Any, dict[str, list[str]]]]:
     """A headless Chromium page with our credentials, and what it did: dialogs it opened, URLs
     it requested, Content-Security-Policy violations it reported."""
-    assert CHROMIUM.exists(), "needs Debian's chromium package: apt-get install -y chromium fonts-liberation"
     seen: dict[str, list[str]] = {"dialogs": [], "requests": [], "csp": []}
 
     def on_dialog(dialog: Any) -> None:
@@ -174,32 +171,11 @@ def watched_page() -> Iterator[tuple[Any, dict[str, list[str]]]]:
         if "Content Security Policy" in message.text:
             seen["csp"].append(message.text)
 
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=BROWSER_TIMEOUT_MS
-        )
-        try:
-            context = browser.new_context(http_credentials={"username": USER, "password": PASSWORD})
-            page = context.new_page()
-            page.set_default_timeout(BROWSER_TIMEOUT_MS)
-            page.on("dialog", on_dialog)
-            page.on("request", lambda request: seen["requests"].append(request.url))
-            page.on("console", on_console)
-            yield page, seen
-        finally:
-            browser.close()
-
-
-def shows(read: Callable[[], Any], expected: Any) -> Any:
-    """Re-read a polled page until it shows `expected`; the last reading (for the assert)."""
-    last: list[Any] = [None]
-
-    def matches() -> bool:
-        last[0] = read()
-        return bool(last[0] == expected)
-
-    wait_until(matches, timeout=SETTLE_SECONDS, interval=0.5)
-    return last[0]
+    with chromium_page() as page:
+        page.on("dialog", on_dialog)
+        page.on("request", lambda request: seen["requests"].append(request.url))
+        page.on("console", on_console)
+        yield page, seen
 
 
 def cells(page: Any, table: str, role: str) -> list[list[str]]:

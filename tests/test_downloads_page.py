@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import redis
 import requests
-from playwright import sync_api
 from rq.job import Job, JobStatus
 
 from config import Settings
 from jobs import messages
 from jobs.enqueue import TrackRequest, enqueue_album, enqueue_tracks
+from tests.browser import SETTLE_SECONDS, chromium_page, save_screenshot
 from tests.faultserver import FaultServer
 from tests.helpers import (
     PASSWORD,
@@ -39,7 +39,6 @@ from tests.helpers import (
     wait_status,
     wait_until,
 )
-from tests.test_dashboard_browser import BROWSER_TIMEOUT_MS, CHROMIUM, CHROMIUM_ARGS, SETTLE_SECONDS, save_screenshot
 
 README_SCREENSHOT = ROOT / "tests" / "screenshots" / "downloads.png"
 # Chromium reports every CSP violation to the page as this event; collected from the first paint.
@@ -75,26 +74,11 @@ class Watched:
 
 @pytest.fixture
 def watched() -> Iterator[Watched]:
-    assert CHROMIUM.exists(), "needs Debian's chromium package: apt-get install -y chromium fonts-liberation"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=BROWSER_TIMEOUT_MS
-        )
-        try:
-            context = browser.new_context(
-                http_credentials={"username": USER, "password": PASSWORD},
-                viewport={"width": 1280, "height": 800},
-            )
-            context.add_init_script(WATCH_CSP)
-            page = context.new_page()
-            page.set_default_timeout(BROWSER_TIMEOUT_MS)
-            page.set_default_navigation_timeout(BROWSER_TIMEOUT_MS)
-            seen = Watched(page)
-            page.on("console", lambda m: seen.console_errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda error: seen.page_errors.append(str(error)))
-            yield seen
-        finally:
-            browser.close()
+    with chromium_page(WATCH_CSP, viewport={"width": 1280, "height": 800}) as page:
+        seen = Watched(page)
+        page.on("console", lambda m: seen.console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda error: seen.page_errors.append(str(error)))
+        yield seen
 
 
 def open_downloads(page: Any, dashboard: Dashboard) -> None:
