@@ -223,12 +223,11 @@ def create_blueprint(settings: Settings, connection: redis.Redis) -> Blueprint:
                 record, _job = enqueue_playlist(connection, settings, wanted.playlist, wanted.album, wanted.dest)
                 ids = [record.id]
             elif wanted.album is not None:
-                record, jobs = enqueue_album(connection, settings, wanted.album, wanted.urls, wanted.dest)
-                ids = [record.id] + [job.id for job in jobs]
+                record, track_ids = enqueue_album(connection, settings, wanted.album, wanted.urls, wanted.dest)
+                ids = [record.id] + track_ids
             else:
                 requests_ = [TrackRequest(url, wanted.dest, wanted.name) for url in wanted.urls]
-                jobs = enqueue_tracks(connection, settings, requests_, force=wanted.force)
-                ids = [job.id for job in jobs]
+                ids = enqueue_tracks(connection, settings, requests_, force=wanted.force)
         except InvalidRequest as error:  # a private address, as the running workers judge it
             raise FieldError("playlist" if wanted.playlist is not None else wanted.url_field, str(error)) from None
         except QueueFull as error:

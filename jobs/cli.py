@@ -27,7 +27,7 @@ from jobs.errors import InvalidRequest, QueueFull
 from jobs.ids import AmbiguousId, resolve_all
 from jobs.logs import configure_logging
 from jobs.stats import stats
-from jobs.views import ENDED, PARTIAL, STATES, job_view, list_jobs, views_of, waited_views
+from jobs.views import ENDED, PARTIAL, STATES, list_jobs, views_of, waited_views
 
 EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REDIS = 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
@@ -128,15 +128,15 @@ def enqueue(
         sys.exit(enqueue_album_command(settings, album_name, [r.url for r in requests_], dest, as_json, wait))
     connection = open_redis(settings)
     try:
-        jobs = enqueue_tracks(connection, settings, requests_, force=force)
+        job_ids = enqueue_tracks(connection, settings, requests_, force=force)
     except InvalidRequest as error:
         fail(f"{error} (nothing was enqueued)", EXIT_BAD_INPUT)
     except QueueFull as error:
         fail(f"{error} (nothing was enqueued)", EXIT_FAILED)
-    print_enqueued([job_view(job) for job in jobs], as_json)
+    print_enqueued(connection, job_ids, as_json)
     warn_if_backlogged(connection, settings)
     if wait:
-        sys.exit(wait_for(connection, [job.id for job in jobs]))
+        sys.exit(wait_for(connection, job_ids))
 
 
 def enqueue_album_command(
@@ -158,14 +158,13 @@ def enqueue_album_command(
             track_ids: list[str] = []
         else:
             assert album_name is not None
-            record, jobs = enqueue_album(connection, settings, album_name, urls, dest)
-            track_ids = [job.id for job in jobs]
+            record, track_ids = enqueue_album(connection, settings, album_name, urls, dest)
     except InvalidRequest as error:
         fail(f"{error} (nothing was enqueued)", EXIT_BAD_INPUT)
     except QueueFull as error:
         fail(f"{error} (nothing was enqueued)", EXIT_FAILED)
     ids = [record.id] + track_ids
-    print_enqueued(views_of(connection, ids), as_json)
+    print_enqueued(connection, ids, as_json)
     warn_if_backlogged(connection, settings)
     return wait_for(connection, ids) if wait else 0
 
@@ -176,12 +175,11 @@ def warn_if_backlogged(connection: redis.Redis, settings: Settings) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
-def print_enqueued(views: list[dict[str, Any]], as_json: bool) -> None:
+def print_enqueued(connection: redis.Redis, ids: list[str], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(views, indent=2))
+        click.echo(json.dumps(views_of(connection, ids), indent=2))
     else:
-        for view in views:
-            click.echo(view["id"])
+        click.echo("\n".join(ids))
 
 
 def wait_for(connection: redis.Redis, job_ids: list[str]) -> int:

@@ -63,8 +63,11 @@ from jobs.paths import (
     part_path,
     sanitize_filename,
 )
+from jobs.urllib3_compat import BodyReader, body_reader
 
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = 1024 * 1024  # the reused receive buffer
+FLUSH_BYTES = CHUNK_BYTES // 2  # write out once this much is waiting,
+FLUSH_INTERVAL = 0.25  # or this long (seconds) after the last write: a killed download keeps its bytes
 PROGRESS_INTERVAL = 1.0  # seconds between progress reports
 SPACE_CHECK_BYTES = 8 * 1024 * 1024  # a body without a length re-checks the free space this often
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -343,40 +346,73 @@ class _Stream:
     def _copy(
         self, out: BinaryIO, on_progress: ProgressCallback | None, clock: Callable[[], float], low_speed_limit: int
     ) -> None:
-        response, total = self.response, self.total
-        done = self.offset
+        """Socket to file through one reused buffer, written out every `FLUSH_BYTES` or `FLUSH_INTERVAL`."""
+        total = self.total
+        done = self.offset  # bytes received: in the file or in the buffer
         guard = StallGuard(self.request_timeout, clock, low_speed_limit)
         last_report = clock()
         limit = self.max_file_bytes
         # Without a length only the disk bounds the body: look at the free space as it grows.
         next_space_check = done + SPACE_CHECK_BYTES if total is None else None
+        # With a length, read straight from the socket, never past the promised end; else
+        # (chunked, or up to the close) through http.client, which decodes the framing.
+        read_into = body_reader(self.response) if total is not None else None
+        buffer = memoryview(bytearray(CHUNK_BYTES))
+        pending = 0  # received bytes not yet written
+        flushed_at = clock()
         if on_progress is not None:
             on_progress(done, total)
-        while True:
-            try:
-                # read1 returns whatever has arrived, so a trickle still reaches the guard.
-                chunk = response.raw.read1(CHUNK_BYTES, decode_content=False)
-            except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as error:
-                raise DownloadTimeout(self.request_timeout) from error
-            except urllib3.exceptions.ProtocolError as error:
-                if total is not None and wraps(error, http.client.IncompleteRead):
-                    raise IncompleteBody(messages.incomplete(done, total)) from error
-                raise ConnectionFailed(connection_message(response.url, error)) from error
-            if not chunk:
-                return
-            if total is not None and done + len(chunk) > total:
-                raise OversizedBody(messages.oversized(total))
-            if limit is not None and done + len(chunk) > limit:
-                raise FileTooLarge(total, limit)
-            out.write(chunk)
-            done += len(chunk)
-            self.written = done
-            guard.add(len(chunk))
-            if next_space_check is not None and done >= next_space_check:
-                next_space_check = done + SPACE_CHECK_BYTES
-                _check_space(self.partial.parent, self.min_free_bytes)
-            now = clock()
-            if now - last_report >= PROGRESS_INTERVAL:
-                last_report = now
-                if on_progress is not None:
-                    on_progress(done, total)
+        try:
+            while True:
+                room = len(buffer) - pending
+                if read_into is not None and total is not None:
+                    room = min(room, total - done)
+                count = self._receive(read_into, buffer[pending : pending + room], done) if room else 0
+                if not count:
+                    return
+                if total is not None and done + count > total:
+                    raise OversizedBody(messages.oversized(total))
+                if limit is not None and done + count > limit:
+                    raise FileTooLarge(total, limit)
+                pending += count
+                done += count
+                guard.add(count)
+                now = clock()
+                if pending >= FLUSH_BYTES or now - flushed_at >= FLUSH_INTERVAL:
+                    waiting, pending, flushed_at = buffer[:pending], 0, now  # a failed write is not retried below
+                    self._write(out, waiting)
+                if next_space_check is not None and done >= next_space_check:
+                    next_space_check = done + SPACE_CHECK_BYTES
+                    _check_space(self.partial.parent, self.min_free_bytes)
+                if now - last_report >= PROGRESS_INTERVAL:
+                    last_report = now
+                    if on_progress is not None:
+                        on_progress(done, total)
+        finally:
+            # Whatever arrived goes to the file, also when the download stops here: a later
+            # attempt resumes after it.
+            if pending:
+                self._write(out, buffer[:pending])
+
+    def _write(self, out: BinaryIO, data: memoryview) -> None:
+        out.write(data)
+        self.written += len(data)
+
+    def _receive(self, read_into: BodyReader | None, into: memoryview, done: int) -> int:
+        """Bytes that arrived (at least one; 0 at the end), read into `into`."""
+        response, total = self.response, self.total
+        try:
+            if read_into is not None:
+                # readinto1: whatever has arrived, so a trickle still reaches the stall guard.
+                return read_into(into)
+            chunk = response.raw.read1(len(into), decode_content=False)
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as error:
+            raise DownloadTimeout(self.request_timeout) from error
+        except urllib3.exceptions.ProtocolError as error:
+            if total is not None and wraps(error, http.client.IncompleteRead):
+                raise IncompleteBody(messages.incomplete(done, total)) from error
+            raise ConnectionFailed(connection_message(response.url, error)) from error
+        except OSError as error:  # from the socket itself (reset, TLS), on the direct path
+            raise ConnectionFailed(connection_message(response.url, error)) from error
+        into[: len(chunk)] = chunk
+        return len(chunk)

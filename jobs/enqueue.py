@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
 import redis
-from rq.job import Job
 from rq.queue import Queue
 
 from config import Settings
@@ -37,6 +36,7 @@ from jobs.naming import album_folder, album_name, number_width, playlist_album_n
 from jobs.parts import LIVE_STATUSES
 from jobs.paths import check_dest, check_name
 from jobs.published import refuse_private_urls
+from jobs.rq_compat import write_queued
 from jobs.tombstones import is_deleted
 from jobs.urls import check_url, redacted
 
@@ -52,6 +52,9 @@ class TrackRequest:
     stem: str | None = None
     album_id: str | None = None
     force: bool = False  # replace the file of an earlier job for the same URL and destination
+    # Set by `checked`: the CLI checks each line as it reads it (to name the line), and
+    # `enqueue_tracks` need not check 10,000 URLs a second time.
+    valid: bool = field(default=False, compare=False, repr=False)
 
     @property
     def identity(self) -> str:
@@ -60,6 +63,8 @@ class TrackRequest:
 
     def checked(self) -> TrackRequest:
         """This request with URL, dest and name validated; raises InvalidRequest."""
+        if self.valid:
+            return self
         return TrackRequest(
             url=check_url(self.url),
             dest=check_dest(self.dest),
@@ -67,6 +72,7 @@ class TrackRequest:
             stem=self.stem,
             album_id=self.album_id,
             force=self.force,
+            valid=True,
         )
 
 
@@ -131,11 +137,11 @@ def track_job_data(request: TrackRequest, settings: Settings, job_id: str | None
 
 def enqueue_tracks(
     connection: redis.Redis, settings: Settings, requests: Sequence[TrackRequest], *, force: bool = False
-) -> list[Job]:
+) -> list[str]:
     """Validate every request first, then enqueue them all in one transaction (all or nothing).
 
-    Returns one job per request, in order: the new one, or the earlier job still queued or
-    running for the same download (see the module docstring), unless `force`.
+    Returns one job id per request, in order: the new job's, or the earlier job's still queued
+    or running for the same download (see the module docstring), unless `force`.
     Raises QueueFull (nothing enqueued) when the new jobs would not fit under DQ_QUEUE_MAX.
     """
     checked = [replace(request.checked(), force=force or request.force) for request in requests]
@@ -153,20 +159,23 @@ def enqueue_tracks(
                         fresh.setdefault(identity, request)  # the same download twice in one batch: once
                 make_room(pipeline, settings, len(fresh))
                 pipeline.multi()
-                made = queue.enqueue_many([track_job_data(r, settings) for r in fresh.values()], pipeline=pipeline)
-                for job, request in zip(made, fresh.values(), strict=True):
-                    history.record(pipeline, job.id, history.ENQUEUED, redacted(request.url), album_id=request.album_id)
+                made = write_queued(pipeline, queue, [track_job_data(r, settings) for r in fresh.values()])
+                history.record_many(
+                    pipeline,
+                    history.ENQUEUED,
+                    [(i, redacted(r.url), r.album_id) for i, r in zip(made, fresh.values(), strict=True)],
+                )
                 if made:
-                    pipeline.hset(keys.ACTIVE_URLS, mapping={i: job.id for i, job in zip(fresh, made, strict=True)})
+                    pipeline.hset(keys.ACTIVE_URLS, mapping=dict(zip(fresh, made, strict=True)))
                 pipeline.execute()
             except redis.WatchError:
                 continue  # another enqueue went first: look again
-        by_identity = {**{identity: job for identity, job in zip(fresh, made, strict=True)}, **earlier}
+        by_identity = {**dict(zip(fresh, made, strict=True)), **earlier}
         return [by_identity[identity] for identity in identities]
 
 
-def _live_jobs(connection: redis.Redis, watching: redis.client.Pipeline, identities: list[str]) -> dict[str, Job]:
-    """The earlier jobs (still queued, running or waiting for a retry) for these requests."""
+def _live_jobs(connection: redis.Redis, watching: redis.client.Pipeline, identities: list[str]) -> dict[str, str]:
+    """The earlier jobs' ids (still queued, running or waiting for a retry) for these requests."""
     unique = list(dict.fromkeys(identities))
     ids = [reply_text(reply) for reply in cast(list[Any], watching.hmget(keys.ACTIVE_URLS, unique))]
     candidates = [(identity, job_id) for identity, job_id in zip(unique, ids, strict=True) if job_id]
@@ -177,13 +186,11 @@ def _live_jobs(connection: redis.Redis, watching: redis.client.Pipeline, identit
             pipe.hget(keys.job(job_id), "status")
             is_deleted(pipe, job_id)
         replies = pipe.execute()
-    live = {
+    return {
         identity: job_id
         for index, (identity, job_id) in enumerate(candidates)
         if reply_text(replies[2 * index]) in LIVE_STATUSES and replies[2 * index + 1] is None
     }
-    jobs = Job.fetch_many(list(live.values()), connection=connection, serializer=SERIALIZER)
-    return {identity: job for identity, job in zip(live, jobs, strict=True) if job is not None}
 
 
 def _track_requests(album_id: str, folder: str, tracks: Sequence[AlbumTrack], width: int) -> list[TrackRequest]:
@@ -202,20 +209,22 @@ def _queue_tracks(
     record: AlbumRecord,
     tracks: Sequence[AlbumTrack],
     width: int,
-) -> list[Job]:
-    """Add track jobs to `pipeline` (already in MULTI) and to `record.tracks`."""
+) -> list[str]:
+    """Add track jobs to `pipeline` (already in MULTI) and to `record.tracks`; their ids."""
     requests_ = _track_requests(record.id, record.folder, tracks, width)
     queue = get_queue(connection, settings)
-    jobs = queue.enqueue_many([track_job_data(r, settings) for r in requests_], pipeline=pipeline)
-    for job, track in zip(jobs, tracks, strict=True):
-        record.tracks.append({"id": job.id, "url": track.url, "title": track.title, "position": track.position})
-        history.record(pipeline, job.id, history.ENQUEUED, redacted(track.url), album_id=record.id)
-    return jobs
+    ids = write_queued(pipeline, queue, [track_job_data(r, settings) for r in requests_])
+    for job_id, track in zip(ids, tracks, strict=True):
+        record.tracks.append({"id": job_id, "url": track.url, "title": track.title, "position": track.position})
+    history.record_many(
+        pipeline, history.ENQUEUED, [(i, redacted(t.url), record.id) for i, t in zip(ids, tracks, strict=True)]
+    )
+    return ids
 
 
 def enqueue_album(
     connection: redis.Redis, settings: Settings, name: str, urls: Sequence[str], dest: str = ""
-) -> tuple[AlbumRecord, list[Job]]:
+) -> tuple[AlbumRecord, list[str]]:
     """One album of these URLs under `<dest>/<name>/`, all enqueued in one transaction.
 
     Every URL is checked first: one bad URL refuses the whole album (InvalidRequest).
@@ -233,16 +242,16 @@ def enqueue_album(
         history.record(
             pipeline, record.id, history.ENQUEUED, f"album {record.name}: {len(tracks)} tracks", album_id=record.id
         )
-        jobs = _queue_tracks(pipeline, connection, settings, record, tracks, number_width(len(tracks)))
+        track_ids = _queue_tracks(pipeline, connection, settings, record, tracks, number_width(len(tracks)))
         pipeline.hset(keys.album(record.id), mapping=record.to_hash())
         pipeline.zadd(keys.ALBUMS, {record.id: record.created_at})
         pipeline.execute()
-    return record, jobs
+    return record, track_ids
 
 
 def enqueue_playlist(
     connection: redis.Redis, settings: Settings, url: str, name: str | None = None, dest: str = ""
-) -> tuple[AlbumRecord, Job]:
+) -> tuple[AlbumRecord, str]:
     """An album whose tracks a worker reads from the M3U/M3U8 playlist at `url`."""
     url = check_url(url)
     refuse_private_urls(connection, settings, [url])
@@ -270,13 +279,13 @@ def enqueue_playlist(
         history.record(
             pipeline, record.id, history.ENQUEUED, f"album {record.name}: playlist {redacted(url)}", album_id=record.id
         )
-        [job] = queue.enqueue_many([data], pipeline=pipeline)
-        record.playlist_job = job.id
-        history.record(pipeline, job.id, history.ENQUEUED, f"playlist {redacted(url)}", album_id=record.id)
+        [job_id] = write_queued(pipeline, queue, [data])
+        record.playlist_job = job_id
+        history.record(pipeline, job_id, history.ENQUEUED, f"playlist {redacted(url)}", album_id=record.id)
         pipeline.hset(keys.album(record.id), mapping=record.to_hash())
         pipeline.zadd(keys.ALBUMS, {record.id: record.created_at})
         pipeline.execute()
-    return record, job
+    return record, job_id
 
 
 class AlbumGone(Exception):
@@ -290,7 +299,7 @@ def add_playlist_tracks(
     tracks: Sequence[AlbumTrack],
     invalid: Sequence[InvalidEntry],
     width: int,
-) -> list[Job]:
+) -> list[str]:
     """Add a fetched playlist's tracks to its album, unless the album is being deleted.
 
     WATCHes the album record and the tombstones: a deletion that began after the check
@@ -307,9 +316,9 @@ def add_playlist_tracks(
                 record.tracks = []
                 record.invalid = [asdict(entry) for entry in invalid]
                 pipeline.multi()
-                jobs = _queue_tracks(pipeline, connection, settings, record, tracks, width)
+                track_ids = _queue_tracks(pipeline, connection, settings, record, tracks, width)
                 pipeline.hset(keys.album(album_id), mapping=record.to_hash())
                 pipeline.execute()
-                return jobs
+                return track_ids
             except redis.WatchError:
                 continue  # something changed (often an unrelated deletion): look again

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -49,6 +50,35 @@ def record(
     at INFO by the supervisor that follows the stream."""
     connection.xadd(keys.EVENTS, _fields(job_id, event, message, album_id), maxlen=MAX_EVENTS, approximate=True)
     log.debug(LINE, job_id, event, f": {message}" if message else "", extra=log_extra(job_id, event, message, album_id))
+
+
+# A batch of events of one kind, in one call: (job, message, album) per event.
+_RECORD_MANY = """
+local event, at, cap = ARGV[1], ARGV[2], ARGV[3]
+for i = 4, #ARGV, 3 do
+  local fields = {'job', ARGV[i], 'event', event, 'at', at}
+  if ARGV[i + 1] ~= '' then fields[#fields + 1] = 'message'; fields[#fields + 1] = ARGV[i + 1] end
+  if ARGV[i + 2] ~= '' then fields[#fields + 1] = 'album'; fields[#fields + 1] = ARGV[i + 2] end
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', cap, '*', unpack(fields))
+end
+return (#ARGV - 3) / 3
+"""
+
+
+def record_many(
+    connection: redis.Redis | redis.client.Pipeline, event: str, entries: Sequence[tuple[str, str, str | None]]
+) -> None:
+    """`record` for each (job id, message, album id), stored exactly as `record` stores them."""
+    if not entries:
+        return
+    arguments: list[str | int] = [event, f"{time.time():.3f}", MAX_EVENTS]
+    for job_id, message, album_id in entries:
+        arguments += [job_id, message, album_id or ""]
+    connection.eval(_RECORD_MANY, 1, keys.EVENTS, *arguments)
+    if log.isEnabledFor(logging.DEBUG):
+        for job_id, message, album_id in entries:
+            suffix = f": {message}" if message else ""
+            log.debug(LINE, job_id, event, suffix, extra=log_extra(job_id, event, message, album_id))
 
 
 def log_extra(job_id: str, event: str, message: str, album_id: str | None) -> dict[str, str]:

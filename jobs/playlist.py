@@ -165,7 +165,7 @@ def fetch_playlist(album_id: str, url: str) -> dict[str, Any]:
         if entry.url is None
     ]
     try:
-        jobs = add_playlist_tracks(job.connection, settings, album_id, tracks, invalid, number_width(len(entries)))
+        track_ids = add_playlist_tracks(job.connection, settings, album_id, tracks, invalid, number_width(len(entries)))
     except AlbumGone:
         raise JobDeleted(job.id) from None
-    return {"tracks": len(jobs), "invalid": len(invalid), "track_ids": [j.id for j in jobs]}
+    return {"tracks": len(track_ids), "invalid": len(invalid), "track_ids": track_ids}

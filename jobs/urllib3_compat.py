@@ -1,4 +1,5 @@
-"""The one place we reach below urllib3's public surface: checking the address connected to.
+"""The one place we reach below urllib3's public surface: checking the address connected to,
+and reading a body into a reused buffer.
 
 DQ_ALLOW_PRIVATE_NETWORKS=0 must judge the address a download's socket is connected to, not
 a name resolved beforehand (a name that rebinds between our lookup and the client's would
@@ -12,11 +13,21 @@ requests documents for subclassing (`HTTPAdapter.init_poolmanager`).
 Every redirect hop opens its socket through the same pool manager, so each hop is checked.
 A proxy would connect instead of us and hide the server's address: with the guard on, a
 download through a proxy is refused with a message saying so.
+
+`body_reader`: urllib3's and http.client's reads return a new bytes object per call (two
+copies of every byte before it reaches the file). The socket's buffered reader underneath
+(`urllib3.HTTPResponse._fp` is the http.client response, whose `fp` it reads) can fill our
+own buffer instead, one `readinto1` per arrival. Only for a body with a length and no
+chunking, which http.client would otherwise decode; the caller reads at most that length.
+tests/test_urllib3_compat.py fails when either attribute moves.
 """
 
 from __future__ import annotations
 
+import http.client
+import io
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import requests.adapters
@@ -67,3 +78,17 @@ class GlobalOnlyAdapter(requests.adapters.HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         raise InvalidRequest(messages.PROXY_UNCHECKED)
+
+
+BodyReader = Callable[[memoryview], int]
+
+
+def body_reader(response: requests.Response) -> BodyReader | None:
+    """`readinto1` on the socket under `response`, or None when http.client must decode the body."""
+    inner = getattr(response.raw, "_fp", None)
+    if not isinstance(inner, http.client.HTTPResponse) or inner.chunked:
+        return None
+    socket_reader = inner.fp
+    if not isinstance(socket_reader, io.BufferedReader):
+        return None
+    return socket_reader.readinto1

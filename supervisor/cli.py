@@ -11,15 +11,13 @@ import sys
 import click
 
 from config import SettingsError
-from jobs import health as health_checks
 from jobs.cli import EXIT_BAD_INPUT, EXIT_FAILED, fail, load_settings, main, open_redis
 from jobs.connection import connect
-from jobs.dashboard import make_dashboard_server
 from jobs.logs import configure_logging
 from jobs.urls import redacted
-from supervisor.redis_server import RedisStartError, exec_server
-from supervisor.service import EXIT_BUSY, run_supervise, run_up
-from supervisor.statelock import StateDirBusy
+
+# The service's own modules (Flask and rq-dashboard among them, over half of all start-up
+# time) are imported by the commands that run it, so `dq enqueue` in a script loads none.
 
 __all__ = ["main"]
 log = logging.getLogger("dq.supervisor")
@@ -28,18 +26,24 @@ log = logging.getLogger("dq.supervisor")
 @main.command()
 def up() -> None:
     """Run everything in the foreground: Redis (unless REDIS_URL is set), workers, dashboard."""
+    from supervisor.service import run_up
+
     sys.exit(run_up(load_settings()))
 
 
 @main.command()
 def supervise() -> None:
     """Run the supervisor and its workers only (Redis runs elsewhere)."""
+    from supervisor.service import run_supervise
+
     sys.exit(run_supervise(load_settings()))
 
 
 @main.command()
 def dashboard() -> None:
     """Serve the web dashboard (rq-dashboard) at DQ_DASHBOARD_HOST:DQ_DASHBOARD_PORT."""
+    from jobs.dashboard import make_dashboard_server
+
     settings = load_settings()
     configure_logging(settings.log_format)  # the server's own lines (waitress) too
     try:
@@ -80,6 +84,8 @@ def health(as_json: bool) -> None:
     One line per check (or, with --json, what /health answers). Exit 0 ok or warn,
     1 fail, 3 Redis unreachable.
     """
+    from jobs import health as health_checks
+
     settings = load_settings()
     result = health_checks.check(connect(settings, check=False), settings)
     if as_json:
@@ -98,6 +104,10 @@ def redis(server_args: tuple[str, ...]) -> None:
     and holds the state dir's Redis lock, so a second Redis there is refused. Extra arguments
     go to redis-server (e.g. --supervised systemd).
     """
+    from supervisor.redis_server import RedisStartError, exec_server
+    from supervisor.service import EXIT_BUSY
+    from supervisor.statelock import StateDirBusy
+
     settings = load_settings()
     configure_logging(settings.log_format)
     try:

@@ -251,8 +251,8 @@ def wait_status(connection: redis.Redis, job_id: str, wanted: str, timeout: floa
 
 def enqueue_track(connection: redis.Redis, settings: Settings, url: str) -> str:
     """Enqueue one track in process, as `dq enqueue` would but without checking the URL; its id."""
-    [job] = enqueue_tracks(connection, settings, [TrackRequest(url)])
-    return job.id
+    [job_id] = enqueue_tracks(connection, settings, [TrackRequest(url)])
+    return job_id
 
 
 def insert_started_job(

@@ -122,8 +122,8 @@ def test_add_watch_and_delete_a_download_in_a_real_browser(
     record, tracks = enqueue_album(
         connection, settings, "Kind of Blue", [fault_server.url(f"/bytes/300000/0{n}.flac") for n in (1, 2)], ""
     )
-    for track in tracks:
-        wait_status(connection, track.id, JobStatus.FINISHED)
+    for track_id in tracks:
+        wait_status(connection, track_id, JobStatus.FINISHED)
 
     # From rq-dashboard's own pages, the Downloads tab; and from it, back to theirs.
     page.goto(dashboard.url("0/view/workers"))
@@ -227,7 +227,7 @@ def test_hostile_fields_albums_and_api_errors_in_a_real_browser(
     open_downloads(page, dashboard)
 
     # The job's HTML-looking file name and folder are shown as text, and nothing of them ran.
-    row = row_of(page, hostile.id)
+    row = row_of(page, hostile)
     row.wait_for()
     assert row.locator(".dl-title").inner_text() == HOSTILE_FILE
     assert f"in {HOSTILE_DEST}" in row.locator(".dl-detail").inner_text()
@@ -240,12 +240,12 @@ def test_hostile_fields_albums_and_api_errors_in_a_real_browser(
     assert album_row.locator(".dl-title").inner_text() == "Kind of Blue"
     assert album_row.get_attribute("data-state") == "queued"
     top_ids = page.locator("#downloads tr[data-role=download]").evaluate_all("rows => rows.map(r => r.dataset.id)")
-    assert sorted(top_ids) == sorted([hostile.id, record.id])
+    assert sorted(top_ids) == sorted([hostile, record.id])
     assert page.locator("#downloads tr[data-role=track]").count() == 0
     album_row.locator("[data-role=toggle]").click()
     shown_tracks = page.locator("#downloads tr[data-role=track]")
     shown_tracks.first.wait_for()
-    assert shown_tracks.evaluate_all("rows => rows.map(r => r.dataset.id)") == [job.id for job in tracks]
+    assert shown_tracks.evaluate_all("rows => rows.map(r => r.dataset.id)") == tracks
     assert shown_tracks.locator(".dl-title").all_inner_texts() == ["a.flac", "b.flac"]
     time.sleep(1.5)  # still open after the next refreshes
     assert shown_tracks.count() == 2

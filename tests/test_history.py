@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from jobs import messages
+from jobs import history as jobs_history
+from jobs import keys, messages
 from jobs.paths import part_path
 from tests.faultserver import FaultServer
 from tests.helpers import Service, enqueue, run_dq, status_of, wait_until
@@ -102,3 +103,20 @@ def test_history_of_an_unknown_id_exits_1(env: dict[str, str]) -> None:
     assert result.returncode == 1
     assert "no events for no-such-job" in result.stderr
     assert run_dq(["jobs", "--history"], env).stdout.strip() == "no events"
+
+
+def test_a_batch_of_events_is_stored_as_one_by_one_events_are(connection: redis.Redis) -> None:
+    entries = [("job-a", "http://example.com/a.flac", None), ("job-b", "", "album-1"), ("job-c", "", None)]
+    for job_id, message, album_id in entries:
+        jobs_history.record(connection, job_id, jobs_history.ENQUEUED, message, album_id=album_id)
+    jobs_history.record_many(connection, jobs_history.ENQUEUED, entries)
+    jobs_history.record_many(connection, jobs_history.ENQUEUED, [])
+
+    stored = [fields for _id, fields in connection.xrange(keys.EVENTS)]
+    assert len(stored) == 6
+    one_by_one, batched = stored[:3], stored[3:]
+    assert [{k: v for k, v in e.items() if k != b"at"} for e in batched] == [
+        {k: v for k, v in e.items() if k != b"at"} for e in one_by_one
+    ]
+    assert [list(e) for e in batched] == [list(e) for e in one_by_one]  # the same fields in the same order
+    assert all(abs(float(e[b"at"]) - float(one_by_one[0][b"at"])) < 5 for e in batched)

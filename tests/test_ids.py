@@ -24,15 +24,15 @@ def fixed_ids(connection: redis.Redis, settings: Settings, *job_ids: str) -> Non
 
 
 def test_a_unique_prefix_resolves_to_its_job(connection: redis.Redis, settings: Settings) -> None:
-    [job] = enqueue_tracks(connection, settings, [TrackRequest("http://example.com/a.flac")])
-    assert resolve(connection, job.id[:8]) == job.id
-    assert resolve(connection, job.id[:MIN_PREFIX]) == job.id
-    assert resolve(connection, job.id) == job.id
+    [job_id] = enqueue_tracks(connection, settings, [TrackRequest("http://example.com/a.flac")])
+    assert resolve(connection, job_id[:8]) == job_id
+    assert resolve(connection, job_id[:MIN_PREFIX]) == job_id
+    assert resolve(connection, job_id) == job_id
 
 
 def test_too_short_or_unknown_prefixes_stay_as_typed(connection: redis.Redis, settings: Settings) -> None:
-    [job] = enqueue_tracks(connection, settings, [TrackRequest("http://example.com/a.flac")])
-    assert resolve(connection, job.id[: MIN_PREFIX - 1]) == job.id[: MIN_PREFIX - 1]
+    [job_id] = enqueue_tracks(connection, settings, [TrackRequest("http://example.com/a.flac")])
+    assert resolve(connection, job_id[: MIN_PREFIX - 1]) == job_id[: MIN_PREFIX - 1]
     assert resolve(connection, "zzzzzzzz") == "zzzzzzzz"  # ids are hex: nothing starts with it
     assert resolve(connection, "*") == "*"  # a glob character matches nothing by itself
 

@@ -15,8 +15,10 @@ from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 from rq.worker import Worker
 
+from config import Settings
 from jobs import keys, rq_compat
 from jobs.connection import SERIALIZER
+from jobs.enqueue import TrackRequest, track_job_data
 from jobs.worker import DownloadWorker
 
 pytestmark = pytest.mark.timeout(30)
@@ -155,3 +157,33 @@ def test_callback_names_reads_what_rq_stores_without_importing(connection: redis
     assert callback_names(fetched) == ["x.success", "x.failure", "x.stopped"]
     plain = Job.fetch(queue.enqueue("jobs.track.download_track").id, connection=connection, serializer=SERIALIZER)
     assert callback_names(plain) == []
+
+
+def test_write_queued_stores_what_enqueue_many_stores(connection: redis.Redis) -> None:
+    settings = Settings.from_env({})
+    data = track_job_data(TrackRequest("http://example.com/a.flac", dest="x", name="A.flac"), settings)
+    theirs = Queue("theirs", connection=connection, serializer=SERIALIZER)
+    ours = Queue("ours", connection=connection, serializer=SERIALIZER)
+    [their_job] = theirs.enqueue_many([data])
+    with connection.pipeline() as pipeline:
+        [our_id] = rq_compat.write_queued(pipeline, ours, [data])
+        pipeline.execute()
+
+    stamps = {b"created_at", b"enqueued_at"}
+    their_hash = connection.hgetall(keys.job(their_job.id))
+    our_hash = connection.hgetall(keys.job(our_id))
+    assert our_hash.keys() == their_hash.keys()
+    assert {k: v for k, v in our_hash.items() if k not in stamps} == {
+        k: v.replace(b"theirs", b"ours") for k, v in their_hash.items() if k not in stamps
+    }
+    assert our_hash[b"created_at"] == our_hash[b"enqueued_at"]
+    assert connection.lrange(ours.key, 0, -1) == [our_id.encode()]
+    assert {ours.key.encode(), theirs.key.encode()} <= connection.smembers(Queue.redis_queues_keys)
+    job = Job.fetch(our_id, connection=connection, serializer=SERIALIZER)
+    assert (job.func_name, job.kwargs, job.meta, job.get_status()) == (
+        their_job.func_name,
+        their_job.kwargs,
+        their_job.meta,
+        JobStatus.QUEUED,
+    )
+    assert job.enqueued_at is not None and job.timeout == settings.job_timeout

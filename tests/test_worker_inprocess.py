@@ -39,13 +39,13 @@ def events_of(connection: redis.Redis, job_id: str) -> list[tuple[str | None, st
 def test_success_stores_the_result_and_the_history(
     connection: redis.Redis, settings: Settings, fault_server: FaultServer, burst_worker: Callable[[], DownloadWorker]
 ) -> None:
-    [job] = enqueue_tracks(connection, settings, [TrackRequest(fault_server.url("/bytes/300000/song.flac"))])
+    [job_id] = enqueue_tracks(connection, settings, [TrackRequest(fault_server.url("/bytes/300000/song.flac"))])
     burst_worker()
-    done = job_of(connection, job.id)
+    done = job_of(connection, job_id)
     assert done.get_status() == "finished"
     assert done.return_value() == {"path": "song.flac", "bytes": 300000, "skipped": False}
     assert (settings.download_dir / "song.flac").read_bytes() == pattern_bytes(300000)
-    assert [event for event, _ in events_of(connection, job.id)] == ["enqueued", "started", "completed"]
+    assert [event for event, _ in events_of(connection, job_id)] == ["enqueued", "started", "completed"]
 
 
 @pytest.mark.parametrize(
@@ -65,13 +65,13 @@ def test_a_failure_is_stored_with_its_one_line_error_first(
     path: str,
     line: str,
 ) -> None:
-    [job] = enqueue_tracks(connection, settings, [TrackRequest(fault_server.url(path))])
+    [job_id] = enqueue_tracks(connection, settings, [TrackRequest(fault_server.url(path))])
     burst_worker()
-    failed = job_of(connection, job.id)
+    failed = job_of(connection, job_id)
     assert failed.get_status() == "failed"
     assert error_line(failed) == line
     assert "Traceback" in (failed.latest_result().exc_string or "")  # RQ's traceback follows the line
-    assert events_of(connection, job.id)[-1] == ("failed", line)
+    assert events_of(connection, job_id)[-1] == ("failed", line)
 
 
 def test_rq_job_timeout_reads_as_the_processing_timeout(
@@ -79,9 +79,9 @@ def test_rq_job_timeout_reads_as_the_processing_timeout(
 ) -> None:
     short = dataclasses.replace(settings, job_timeout=2)
     # 3 KiB/s keeps the low-speed guard (1 KiB/s) quiet; 60 KiB would take 20 s.
-    [job] = enqueue_tracks(connection, short, [TrackRequest(fault_server.url("/bytes/61440?rate=3072"))])
+    [job_id] = enqueue_tracks(connection, short, [TrackRequest(fault_server.url("/bytes/61440?rate=3072"))])
     burst_worker()
-    assert error_line(job_of(connection, job.id)) == "Processing timeout (2s exceeded)"
+    assert error_line(job_of(connection, job_id)) == "Processing timeout (2s exceeded)"
     assert not list(Path(settings.download_dir).rglob("*.part"))
 
 
@@ -92,21 +92,23 @@ def test_deletion_while_running_stops_the_download_and_leaves_nothing(
     fault_server: FaultServer,
     burst_worker: Callable[[], DownloadWorker],
 ) -> None:
-    [job] = enqueue_tracks(connection, settings, [TrackRequest(fault_server.url("/slow/2000000/big.bin?seconds=20"))])
+    [job_id] = enqueue_tracks(
+        connection, settings, [TrackRequest(fault_server.url("/slow/2000000/big.bin?seconds=20"))]
+    )
     outcome: list[tuple[str, str]] = []
 
     def delete_once_downloading() -> None:
         other = redis.Redis.from_url(redis_server.url)
-        assert wait_until(lambda: part_path(settings.download_dir / "big.bin", job.id).exists(), timeout=15)
-        outcome.extend(delete_jobs(other, settings, [job.id]))
+        assert wait_until(lambda: part_path(settings.download_dir / "big.bin", job_id).exists(), timeout=15)
+        outcome.extend(delete_jobs(other, settings, [job_id]))
         other.close()
 
     deleter = threading.Thread(target=delete_once_downloading)
     deleter.start()
     burst_worker()
     deleter.join(30)
-    assert outcome == [(job.id, CANCELLED)]
-    assert [key for key in connection.scan_iter(f"*{job.id}*")] == []
-    assert not part_path(settings.download_dir / "big.bin", job.id).exists()
+    assert outcome == [(job_id, CANCELLED)]
+    assert [key for key in connection.scan_iter(f"*{job_id}*")] == []
+    assert not part_path(settings.download_dir / "big.bin", job_id).exists()
     assert not (settings.download_dir / "big.bin").exists()
-    assert events_of(connection, job.id)[-1] == ("cancelled", messages.CANCELLED)
+    assert events_of(connection, job_id)[-1] == ("cancelled", messages.CANCELLED)
