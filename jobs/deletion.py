@@ -42,9 +42,9 @@ from rq.job import JobStatus
 from config import Settings
 from jobs import album, history, keys, messages
 from jobs.connection import SERIALIZER, reply_text
-from jobs.download import PROGRESS_INTERVAL
 from jobs.executions import find_executions_of_many, remove_executions
 from jobs.parts import discard
+from jobs.stream import PROGRESS_INTERVAL
 from jobs.tombstones import mark_deleted
 
 DELETED, CANCELLED, NOT_FOUND = "deleted", "cancelled", "not found"

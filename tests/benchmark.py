@@ -1,165 +1,257 @@
-"""Benchmark: figures and ratios against a baseline measured in the same run.
+"""Benchmark: the real product against anchors measured in the same invocation.
 
-    bin/benchmark [--jobs N] [--megabytes M]
+    bin/benchmark [--quick] [--runs N]
 
-1. Queue drain: N tiny track downloads on 4 burst workers, our `DownloadWorker` (job code
-   imported before fork) against RQ's plain `Worker` (each work horse imports it again).
-2. Engine: one M-megabyte download through `jobs.download` against a bare `requests`
-   `iter_content` loop writing to a file; throughput and peak Python memory.
+What it measures (full sizes; --quick: 100 jobs, 4 x 16 MiB, 1,000 enqueues, 64 MiB):
 
-Everything runs on 127.0.0.1 against a temporary Redis and the fault-injecting server.
+- drain: 1,000 tiny (1 KiB) downloads with distinct names, enqueued with `bin/enqueue
+  --from-file` before `dq supervise` (4 `DownloadWorker`s) starts; seconds from its launch
+  until RQ's FinishedJobRegistry holds them all. Anchors: `rq worker-pool -n 4 --burst` and
+  four `rq worker --burst -w rq.worker.SimpleWorker` (no fork) running a bare `requests` job.
+- http / https: 4 x 256 MiB from nginx (sendfile; HTTPS with a self-signed certificate the
+  product trusts through REQUESTS_CA_BUNDLE), aggregate MiB/s from launching `bin/enqueue`
+  into a running supervisor until all four jobs are finished and their files in place.
+  Anchors: one `aria2c -j4`, four parallel `curl`, and (HTTP) four raw-socket processes.
+- cpu: CPU seconds per GiB of that HTTP run, the product's four workers (horses reaped)
+  against aria2c, curl and the raw-socket floor (wait4).
+- enqueue: `bin/enqueue --from-file` of 10,000 URLs, the whole command (Python start-up
+  included), against RQ's in-process `Queue.enqueue_many` of as many jobs in one pipeline.
+- rss: VmRSS (and PSS) of the supervisor and its 4 idle workers together.
+- growth: VmRSS of one work horse (and its worker) every 50 ms while it downloads 1 GiB.
+- kill: a rate-limited download's `rq worker` SIGKILLed once the job started; seconds until
+  the job is `failed` (RQ alone: its heartbeat TTL, printed from RQ's constants).
+
+It starts its own Redis (unix socket) and nginx on free loopback ports, writes its files to a
+temporary dir (read once, so they are in the page cache), installs nginx, aria2 and curl with
+apt-get when missing and run as root, and flushes Redis between phases. The last line is one
+summary of ratios with ok/MISS per goal. Exit 0 whether goals are met or not (this is a
+measurement); 1 when a run itself fails (a job did not finish, a process failed).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
-import requests
-from rq.queue import Queue
+import rq
 
-from jobs.connection import SERIALIZER, SERIALIZER_PATH
-from jobs.download import Target, download
 from supervisor.redis_server import RedisServer
-from tests.faultserver import FaultServer
-
-WORKERS = 4
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+from tests import bench_anchors as anchors
+from tests.bench_proc import BenchError, median
+from tests.bench_product import WORKERS, Product
+from tests.bench_report import FULL, QUICK, Figures, Report, Sizes
+from tests.bench_servers import Files, Nginx, ensure_tools, version_of
 
 
-def drain(url: str, server: FaultServer, jobs: int, worker_class: str, workdir: Path) -> tuple[float, int]:
-    """Seconds for `WORKERS` burst workers to drain `jobs` tiny downloads; median worker RSS (KiB)."""
-    connection = redis.Redis.from_url(url)
-    connection.flushall()
-    queue = Queue("bench", connection=connection, serializer=SERIALIZER)
-    with connection.pipeline() as pipeline:
-        queue.enqueue_many(
-            [
-                Queue.prepare_data(
-                    "jobs.track.download_track",
-                    kwargs={"url": server.url(f"/bytes/1000/b{i}.flac"), "dest": "bench"},
-                    result_ttl=600,
-                    timeout=60,
-                )
-                for i in range(jobs)
-            ],
-            pipeline=pipeline,
+def say(*lines: str) -> None:
+    print("\n".join(lines), flush=True)
+
+
+def fresh(directory: Path) -> Path:
+    """An empty `directory`, with the previous run's pages written out first."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.sync()
+    return directory
+
+
+def repeat(runs: int, measure: Callable[[], float]) -> float:
+    return median([measure() for _ in range(runs)])
+
+
+class Bench:
+    def __init__(self, sizes: Sizes, runs: int, work: Path, tools: dict[str, str]) -> None:
+        self.sizes, self.runs, self.work, self.tools = sizes, runs, work, tools
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True)
+        self.files = Files(work / "www", sizes.big_bytes, sizes.big_count, sizes.grow_bytes, sizes.tiny_jobs)
+        self.nginx = Nginx(tools["nginx"], tools["openssl"], work / "nginx", self.files.root)
+        self.redis = RedisServer(
+            work / "redis", socket_path=work / "redis" / "r.sock", persistent=False, owner="benchmark"
         )
-        pipeline.execute()
-    env = dict(os.environ, REDIS_URL=url, DQ_DOWNLOAD_DIR=str(workdir), DQ_ALLOW_PRIVATE_NETWORKS="1")
-    rq = str(Path(sys.executable).with_name("rq"))
-    started = time.monotonic()
-    processes = [
-        subprocess.Popen(
-            [
-                rq,
-                "worker",
-                "bench",
-                "--burst",
-                "--url",
-                url,
-                "--worker-class",
-                worker_class,
-                "--serializer",
-                SERIALIZER_PATH,
-                "--name",
-                f"bench-{worker_class}-{i}-{time.time_ns()}",
-                "--logging_level",
-                "WARNING",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for i in range(WORKERS)
-    ]
-    rss: list[int] = []
-    while any(p.poll() is None for p in processes):
-        rss += [rss_kib(p.pid) for p in processes if p.poll() is None]
-        time.sleep(0.25)
-    elapsed = time.monotonic() - started
-    finished = queue.finished_job_registry.get_job_count(cleanup=False)
-    if finished != jobs:
-        raise SystemExit(f"only {finished} of {jobs} jobs finished with {worker_class}")
-    return elapsed, int(statistics.median([r for r in rss if r] or [0]))
+        self.out = work / "anchor-out"  # the anchors' files: same file system as the product's
+        self.figures = Figures()
 
-
-def engine(server: FaultServer, megabytes: int, workdir: Path) -> dict[str, tuple[float, int]]:
-    url = server.url(f"/bytes/{megabytes * 1024 * 1024}/big.flac")
-    figures: dict[str, tuple[float, int]] = {}
-
-    def baseline() -> None:
-        with requests.get(url, stream=True, timeout=30) as response, open(workdir / "plain.flac", "wb") as out:
-            for chunk in response.iter_content(64 * 1024):
-                out.write(chunk)
-
-    def ours() -> None:
-        download(url, Target("engine"), download_dir=workdir, request_timeout=30, allow_private=True)
-
-    for name, run in (("requests iter_content (baseline)", baseline), ("jobs.download", ours)):
-        tracemalloc.start()
+    def setup(self) -> None:
         started = time.monotonic()
-        run()
-        elapsed = time.monotonic() - started
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        figures[name] = (elapsed, peak)
-    return figures
+        self.files.create()
+        self.nginx.start()
+        self.redis.start()
+        self.connection = redis.Redis.from_url(self.redis.url)
+        self.product = Product(self.redis.url, self.work / "product", self.nginx.cert)
+        s = self.sizes
+        say(
+            f"setup: Redis on {self.redis.url}, nginx http :{self.nginx.http_port} https :{self.nginx.https_port}, "
+            f"files {s.big_count} x {s.big_bytes // (1 << 20)} MiB + {s.grow_bytes // (1 << 20)} MiB + "
+            f"{s.tiny_jobs:,} x 1 KiB in {self.work} ({time.monotonic() - started:.1f} s)"
+        )
+
+    def keep_logs(self) -> Path:
+        """The anchors', nginx's and the product's logs, copied out of the temporary dir."""
+        kept = Path(tempfile.gettempdir()) / f"dq-bench-logs-{time.strftime('%Y%m%d-%H%M%S')}"
+        for source in (self.logs, self.work / "product" / "logs", self.nginx.dir):
+            if source.is_dir():
+                shutil.copytree(source, kept / source.relative_to(self.work), ignore=shutil.ignore_patterns("*.pem"))
+        return kept
+
+    def stop(self) -> None:
+        self.nginx.stop()
+        if self.redis.process is not None:
+            self.redis.stop()
+
+    def urls(self, paths: list[str], *, tls: bool = False) -> list[str]:
+        return [self.nginx.url(path, tls=tls) for path in paths]
+
+    # --- phases ---------------------------------------------------------------------------------
+    def drain(self) -> None:
+        f, n = self.figures, self.sizes.tiny_jobs
+        urls = self.urls(self.files.tiny)
+        timeout = max(120.0, n / 2)
+
+        def plain(simple: bool) -> float:
+            log = self.logs / ("rq-simple.log" if simple else "rq-pool.log")
+            return anchors.rq_drain(self.connection, self.redis.url, urls, fresh(self.out), simple=simple, log=log)
+
+        f.drain_rq = repeat(self.runs, lambda: plain(False))
+        f.drain_simple = repeat(self.runs, lambda: plain(True))
+        f.drain_product = repeat(self.runs, lambda: self.product.drain(urls, timeout))
+
+    def enqueue(self) -> None:
+        f, n = self.figures, self.sizes.enqueue_jobs
+        urls = [self.nginx.url(f"/tiny/e{index:06d}.flac") for index in range(n)]
+        f.enqueue_rq = repeat(self.runs, lambda: anchors.rq_enqueue(self.connection, urls, self.out))
+
+        def ours() -> float:
+            self.connection.flushall()
+            seconds, _ = self.product.enqueue(urls, "enqueue")
+            return seconds
+
+        f.enqueue_product = repeat(self.runs, ours)
+        self.connection.flushall()
+
+    def anchor_transfers(self) -> None:
+        """aria2c, curl and the floor, with no supervisor running."""
+        f = self.figures
+        for tls, figures in ((False, f.http), (True, f.https)):
+            for who in ("aria2c", "curl") if tls else ("aria2c", "curl", "floor"):
+                results = [self.anchor_transfer(who, tls) for _ in range(self.runs)]
+                figures[who] = median([result.seconds for result in results])
+                if not tls:
+                    f.cpu[who] = median([result.cpu for result in results])
+
+    def anchor_transfer(self, who: str, tls: bool) -> anchors.Transfer:
+        out = fresh(self.out)
+        urls = self.urls(self.files.big, tls=tls)
+        if who == "aria2c":
+            result = anchors.aria2c(self.tools["aria2c"], urls, out, self.logs / "aria2c.log")
+        elif who == "curl":
+            result = anchors.curls(self.tools["curl"], urls, out, self.logs / "curl.log")
+        else:
+            result = anchors.floor(self.nginx.http_port, self.files.big, out)
+        anchors.check_files(out, [path.rsplit("/", 1)[1] for path in self.files.big], self.sizes.big_bytes, who)
+        return result
+
+    def product_transfers(self) -> None:
+        """One supervisor: idle memory, the HTTP and HTTPS runs, then the growth download."""
+        f, s, product = self.figures, self.sizes, self.product
+        self.connection.flushall()
+        self.check_trust()
+        timeout = max(120.0, s.big_total / (5 << 20))
+        with product.supervised("transfers") as running:
+            f.rss, f.pss = product.idle_memory(running)
+            for tls, figures in ((False, f.http), (True, f.https)):
+                urls = self.urls(self.files.big, tls=tls)
+                results = [product.transfer(running, urls, timeout) for _ in range(self.runs)]
+                figures["product"] = median([result.seconds for result in results])
+                if not tls:
+                    f.cpu = {"product": median([result.cpu for result in results]), **f.cpu}
+                    f.http_enqueue = median([result.command for result in results])
+            grow_url = self.nginx.url(self.files.grow)
+            growths = [product.growth(running, grow_url, timeout) for _ in range(self.runs)]
+            f.growth_horse = int(median([g[0] for g in growths]))
+            f.growth_worker = int(median([g[1] for g in growths]))
+            f.growth_samples = min(g[2] for g in growths)
+
+    def check_trust(self) -> None:
+        """The product's `requests`, in the product's environment, verifies against our certificate."""
+        url = self.nginx.url(self.files.tiny[0], tls=True)
+        probe = (
+            "import requests, sys; s = requests.Session(); "
+            f"v = s.merge_environment_settings({url!r}, {{}}, None, None, None)['verify']; "
+            f"r = s.get({url!r}, timeout=10); print(v, r.status_code)"
+        )
+        run = subprocess.run([sys.executable, "-c", probe], env=self.product.env, capture_output=True, text=True)
+        if run.returncode != 0 or run.stdout.split() != [str(self.nginx.cert), "200"]:
+            raise BenchError(f"the product's requests does not trust the benchmark's certificate: {run.stderr[-300:]}")
+
+    def kill(self) -> None:
+        f = self.figures
+        results = [self.product.kill(self.nginx.url(self.files.slow)) for _ in range(self.runs)]
+        f.kill = median([result[0] for result in results])
+        f.kill_error = results[-1][1]
+        f.kill_horse_died = all(result[2] for result in results)
+
+
+def versions(tools: dict[str, str]) -> str:
+    return ", ".join(
+        [
+            f"{os.cpu_count()} CPUs",
+            f"Python {platform.python_version()}",
+            f"rq {rq.__version__}",
+            version_of([tools["nginx"], "-v"]).replace("nginx version: ", ""),
+            version_of([tools["aria2c"], "--version"]).replace(" version", ""),
+            " ".join(version_of([tools["curl"], "--version"]).split()[:2]),
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=300, help="tiny downloads per drain run (default 300)")
-    parser.add_argument("--megabytes", type=int, default=200, help="size of the engine download (default 200)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, well under a minute (bin/test runs it)")
+    parser.add_argument("--runs", type=int, default=1, help="runs per measurement; figures are medians (default 1)")
     args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory() as temp, FaultServer() as server:
-        workdir = Path(temp)
-        redis_server = RedisServer(workdir / "redis", socket_path=workdir / "redis" / "r.sock", persistent=False)
-        redis_server.start()
-        try:
-            print(f"queue drain: {args.jobs} tiny downloads, {WORKERS} workers")
-            base_s, base_rss = drain(redis_server.url, server, args.jobs, "rq.worker.Worker", workdir / "a")
-            ours_s, ours_rss = drain(redis_server.url, server, args.jobs, "jobs.worker.DownloadWorker", workdir / "b")
-            print(
-                f"  rq Worker (baseline)     {base_s:7.2f} s  {args.jobs / base_s:7.1f} jobs/s  "
-                f"worker RSS {base_rss / 1024:6.1f} MiB"
-            )
-            print(
-                f"  jobs.worker.DownloadWorker {ours_s:5.2f} s  {args.jobs / ours_s:7.1f} jobs/s  "
-                f"worker RSS {ours_rss / 1024:6.1f} MiB"
-            )
-            print(f"  speed-up: {base_s / ours_s:.2f}x")
-        finally:
-            redis_server.stop()
-
-        print(f"engine: one {args.megabytes} MiB download over loopback")
-        figures = engine(server, args.megabytes, workdir)
-        for name, (seconds, peak) in figures.items():
-            print(
-                f"  {name:34s} {seconds:6.2f} s  {args.megabytes / seconds:8.1f} MiB/s  "
-                f"peak Python memory {peak / 1024 / 1024:6.2f} MiB"
-            )
-        (base_s, base_peak), (ours_s, ours_peak) = figures.values()
-        print(f"  throughput ratio (ours/baseline): {base_s / ours_s:.2f}x; memory ratio: {ours_peak / base_peak:.2f}x")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    sizes = QUICK if args.quick else FULL
+    started = time.monotonic()
+    try:
+        tools = ensure_tools()
+        say(f"download-queue benchmark ({'quick' if args.quick else 'full'}, {args.runs} run(s) each, medians): "
+            f"{versions(tools)}")  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="dq-bench-") as temp:
+            bench = Bench(sizes, args.runs, Path(temp), tools)
+            try:
+                bench.setup()
+                report = Report(sizes)
+                bench.drain()
+                say(*report.drain(bench.figures))
+                bench.anchor_transfers()
+                bench.product_transfers()
+                say(*report.transfers(bench.figures), *report.cpu(bench.figures))
+                bench.enqueue()
+                say(*report.enqueue(bench.figures), *report.memory(bench.figures))
+                bench.kill()
+                say(*report.kill(bench.figures))
+                problems = bench.product.problems()
+            except BenchError as error:
+                kept = bench.keep_logs()
+                raise BenchError(f"{error} (logs kept in {kept})") from None
+            finally:
+                bench.stop()
+    except BenchError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    say(f"product logs: {len(problems)} ERROR/Traceback line(s)" + "".join(f"\n  {line}" for line in problems[:10]))
+    say(f"took {time.monotonic() - started:.1f} s ({WORKERS} workers everywhere)", report.summary(bench.figures))
 
 
 if __name__ == "__main__":

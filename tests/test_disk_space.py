@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import pytest
 
-from jobs import download as engine
+from jobs import stream as engine
 from jobs.download import Target, download
 from jobs.errors import DiskFull
 from jobs.files import create_new_file, free_bytes

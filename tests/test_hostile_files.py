@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from config import Settings
-from jobs import download as engine
+from jobs import stream as engine
 from jobs.download import Resume, Target, download
 from jobs.errors import DiskFull, FileTooLarge
 from jobs.paths import part_path

@@ -1,0 +1,365 @@
+"""The product as users run it: `dq supervise` (the supervisor and its DQ_WORKERS `rq worker`
+processes running `jobs.worker.DownloadWorker`), fed by `bin/enqueue --from-file`.
+
+Nothing here reaches into the product's internals: jobs go in through the command, progress
+is read from RQ's own registries in Redis, processes and their figures from /proc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from rq.worker_registration import get_keys
+
+from config import Settings
+from jobs.connection import SERIALIZER
+from tests.bench_anchors import ROOT, Transfer
+from tests.bench_proc import BenchError, alive, children, cmdline, cpu_seconds, pss_bytes, rss_bytes, wait_for
+
+DQ = str(ROOT / ".venv" / "bin" / "dq")
+ENQUEUE = str(ROOT / "bin" / "enqueue")
+WORKERS = 4
+SAMPLE_INTERVAL = 0.05  # the memory-growth sampling period
+
+
+def product_env(redis_url: str, work: Path, cert: Path) -> dict[str, str]:
+    """os.environ minus DQ_* and REDIS_URL, then the benchmark's own settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DQ_") and key != "REDIS_URL"}
+    env.update(
+        REDIS_URL=redis_url,
+        DQ_DOWNLOAD_DIR=str(work / "downloads"),
+        DQ_STATE_DIR=str(work / "state"),
+        DQ_ALLOW_PRIVATE_NETWORKS="1",  # nginx is on loopback
+        DQ_WORKERS=str(WORKERS),
+        DQ_QUEUE_MAX="100000",
+        REQUESTS_CA_BUNDLE=str(cert),  # the product trusts the benchmark's self-signed certificate
+        SSL_CERT_FILE=str(cert),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@dataclass
+class Supervised:
+    """One running `dq supervise`."""
+
+    process: subprocess.Popen[bytes]
+    started: float  # monotonic time of the launch
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def workers(self) -> list[int]:
+        return children(self.pid)
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise BenchError(f"dq supervise exited with {self.process.returncode}: {tail(self.log)}")
+
+    def stop(self, timeout: float = 60, *, hurry: bool = False) -> None:
+        """SIGTERM (the workers finish their downloads); in a hurry (the run failed) a second
+        one, which stops the running downloads."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            if hurry:
+                time.sleep(0.5)
+                self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.process.wait()
+            raise BenchError(f"dq supervise did not stop within {timeout:g}s of SIGTERM: {tail(self.log)}") from None
+        if code != 0:
+            raise BenchError(f"dq supervise exited with {code} after SIGTERM: {tail(self.log)}")
+
+
+def tail(path: Path, lines: int = 8) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Product:
+    redis_url: str
+    work: Path
+    cert: Path
+    env: dict[str, str] = field(init=False)
+    runs: int = 0  # numbers the log files
+
+    def __post_init__(self) -> None:
+        self.env = product_env(self.redis_url, self.work, self.cert)
+        self.settings = Settings.from_env(self.env)
+        self.connection = redis.Redis.from_url(self.redis_url)
+        self.logs = self.work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def download_dir(self) -> Path:
+        return self.settings.download_dir
+
+    def clean(self) -> None:
+        """An empty download dir, written pages out, so no run pays for the one before."""
+        shutil.rmtree(self.download_dir, ignore_errors=True)
+        self.download_dir.mkdir(parents=True)
+        os.sync()
+
+    # --- counting -----------------------------------------------------------------------------
+    def finished(self) -> int:
+        return FinishedJobRegistry(self.settings.queue_name, connection=self.connection).get_job_count(cleanup=False)
+
+    def failed(self) -> int:
+        return FailedJobRegistry(self.settings.queue_name, connection=self.connection).get_job_count(cleanup=False)
+
+    def status(self, job_id: str) -> str:
+        try:
+            job = Job.fetch(job_id, connection=self.connection, serializer=SERIALIZER)
+        except NoSuchJobError:
+            return "missing"
+        status = job.get_status(refresh=False)
+        return str(status.value) if status is not None else "missing"
+
+    # --- processes ------------------------------------------------------------------------------
+    @contextmanager
+    def supervised(
+        self, label: str, *, extra: dict[str, str] | None = None, ready: bool = True
+    ) -> Iterator[Supervised]:
+        self.runs += 1
+        log = self.logs / f"supervise-{self.runs:02d}-{label}.log"
+        with open(log, "wb") as output:
+            started = time.monotonic()
+            process = subprocess.Popen(
+                [DQ, "supervise"],
+                cwd=ROOT,
+                env={**self.env, **(extra or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        running = Supervised(process, started, log)
+        try:
+            if ready:
+                self.wait_ready(running)
+            yield running
+        except BaseException:
+            try:
+                running.stop(15, hurry=True)
+            except BenchError:
+                pass  # the failure that got us here is the one to report
+            raise
+        running.stop()
+
+    def wait_ready(self, running: Supervised, timeout: float = 60) -> None:
+        """Until the supervisor has its workers and every one is registered in Redis."""
+
+        def ready() -> bool:
+            running.check()
+            return len(running.workers()) == WORKERS and len(get_keys(connection=self.connection)) >= WORKERS
+
+        wait_for(ready, timeout, f"{WORKERS} registered workers", interval=0.05)
+        time.sleep(0.5)  # past the workers' first idle steps
+
+    def enqueue_file(self, urls: list[str], name: str) -> Path:
+        listing = self.work / f"{name}.txt"
+        listing.write_text("".join(f"{url}\n" for url in urls))
+        return listing
+
+    def start_enqueue(self, listing: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [ENQUEUE, "--from-file", str(listing)],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def end_enqueue(self, process: subprocess.Popen[bytes], expected: int) -> list[str]:
+        out, err = process.communicate(timeout=300)
+        if process.returncode != 0:
+            raise BenchError(f"bin/enqueue exited with {process.returncode}: {err.decode(errors='replace')[-500:]}")
+        ids = out.decode().split()
+        if len(ids) != expected:
+            raise BenchError(f"bin/enqueue printed {len(ids)} job ids for {expected} URLs")
+        return ids
+
+    def enqueue(self, urls: list[str], name: str) -> tuple[float, list[str]]:
+        """`bin/enqueue --from-file`, the whole command: (seconds, job ids)."""
+        listing = self.enqueue_file(urls, name)
+        started = time.monotonic()
+        process = self.start_enqueue(listing)
+        ids = self.end_enqueue(process, len(urls))
+        return time.monotonic() - started, ids
+
+    def _wait_finished(
+        self,
+        target: int,
+        failed_before: int,
+        timeout: float,
+        running: Supervised | None,
+        enqueue: subprocess.Popen[bytes] | None = None,
+    ) -> float:
+        """Until `target` jobs are finished; a failed job or a dead supervisor is a failed run.
+        Notes when `enqueue` (the bin/enqueue process) exited, in `self.enqueue_exited`."""
+        self.enqueue_exited = 0.0
+
+        def done() -> bool:
+            if running is not None:
+                running.check()
+            if enqueue is not None and not self.enqueue_exited and enqueue.poll() is not None:
+                self.enqueue_exited = time.monotonic()
+            if self.failed() > failed_before:
+                raise BenchError(f"a product job failed: {self.first_error()}")
+            return self.finished() >= target
+
+        return wait_for(done, timeout, f"{target} finished jobs", interval=0.01)
+
+    def first_error(self) -> str:
+        registry = FailedJobRegistry(self.settings.queue_name, connection=self.connection)
+        for job_id in registry.get_job_ids(cleanup=False)[:1]:
+            job = Job.fetch(job_id, connection=self.connection, serializer=SERIALIZER)
+            result = job.latest_result()
+            text = (result.exc_string if result is not None else None) or ""
+            return f"{job_id}: {text.splitlines()[0] if text else '(no error text)'}"
+        return "(none found)"
+
+    # --- the measurements -------------------------------------------------------------------
+    def drain(self, urls: list[str], timeout: float) -> float:
+        """Jobs enqueued first, then `dq supervise`: seconds from its launch to all finished."""
+        self.connection.flushall()
+        self.clean()
+        self.enqueue(urls, "drain")
+        with self.supervised("drain", ready=False) as running:
+            end = self._wait_finished(len(urls), 0, timeout, running)
+        saved = sum(1 for _ in self.download_dir.iterdir())
+        if saved != len(urls):
+            raise BenchError(f"product drain: {saved} files saved for {len(urls)} finished jobs")
+        return end - running.started
+
+    def transfer(self, running: Supervised, urls: list[str], timeout: float) -> Transfer:
+        """Into a running supervisor: seconds from launching bin/enqueue until every job is
+        finished and every file at its final path; the workers' CPU (horses reaped) meanwhile."""
+        self.clean()
+        workers = running.workers()
+        before = sum(cpu_seconds(pid) for pid in workers)
+        finished, failed = self.finished(), self.failed()
+        listing = self.enqueue_file(urls, "transfer")
+        started = time.monotonic()
+        process = self.start_enqueue(listing)
+        end = self._wait_finished(finished + len(urls), failed, timeout, running, process)
+        self.end_enqueue(process, len(urls))
+        command = (self.enqueue_exited or time.monotonic()) - started
+        names = [url.rsplit("/", 1)[1] for url in urls]
+        missing = [name for name in names if not (self.download_dir / name).exists()]
+        if missing:
+            raise BenchError(f"product: finished jobs without their files: {missing}")
+        # The horses' CPU reaches cutime/cstime once their worker has reaped them.
+        wait_for(lambda: not any(children(pid) for pid in workers), 10, "the work horses to be reaped")
+        if running.workers() != workers:
+            raise BenchError("a worker was replaced during the transfer (see the supervisor log)")
+        return Transfer(end - started, sum(cpu_seconds(pid) for pid in workers) - before, command)
+
+    def idle_memory(self, running: Supervised) -> tuple[int, int]:
+        """(RSS, PSS) in bytes of the supervisor and its idle workers together."""
+        pids = [running.pid, *running.workers()]
+        if len(pids) != WORKERS + 1:
+            raise BenchError(f"expected the supervisor and {WORKERS} workers, found {len(pids)} processes")
+        return sum(rss_bytes(pid) for pid in pids), sum(pss_bytes(pid) for pid in pids)
+
+    def growth(self, running: Supervised, url: str, timeout: float) -> tuple[int, int, int]:
+        """One download; its horse's VmRSS (and its worker's) sampled every 50 ms.
+        (horse growth, worker growth, samples): growth is the max minus the first sample."""
+        self.clean()
+        finished, failed = self.finished(), self.failed()
+        process = self.start_enqueue(self.enqueue_file([url], "growth"))
+        horse: int | None = None
+        worker: int | None = None
+        horse_rss: list[int] = []
+        worker_rss: list[int] = []
+        deadline = time.monotonic() + timeout
+        while self.finished() < finished + 1:
+            running.check()
+            if self.failed() > failed:
+                raise BenchError(f"the growth download failed: {self.first_error()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"the growth download did not finish within {timeout:g}s")
+            if horse is None:
+                for pid in running.workers():
+                    kids = children(pid)
+                    if kids:
+                        worker, horse = pid, kids[0]
+                        break
+            if horse is None or worker is None:
+                time.sleep(0.002)  # look for the horse often: the first sample is the baseline
+                continue
+            if alive(horse):
+                horse_rss.append(rss_bytes(horse))
+                worker_rss.append(rss_bytes(worker))
+            time.sleep(SAMPLE_INTERVAL)
+        self.end_enqueue(process, 1)
+        horse_rss = [value for value in horse_rss if value]
+        if not horse_rss:
+            raise BenchError("the growth download ended before its work horse could be sampled")
+        return max(horse_rss) - horse_rss[0], max(worker_rss) - worker_rss[0], len(horse_rss)
+
+    def kill(self, slow_url: str) -> tuple[float, str, bool]:
+        """A slow download; SIGKILL its `rq worker` once the job has started; seconds until the
+        job is failed, its error line, and whether the horse died with its worker."""
+        self.connection.flushall()
+        self.clean()
+        # One attempt: with retries on, a killed job is queued again (correctly), not failed.
+        with self.supervised("kill", extra={"DQ_RETRIES": "0"}) as running:
+            _, ids = self.enqueue([slow_url], "kill")
+            job_id = ids[0]
+            wait_for(lambda: self.status(job_id) == "started", 30, "the slow job to start")
+            job = Job.fetch(job_id, connection=self.connection, serializer=SERIALIZER)
+            worker = next((pid for pid in running.workers() if job.worker_name in cmdline(pid)), None)
+            if worker is None:
+                raise BenchError(f"no worker process named {job.worker_name} under the supervisor")
+            horses = children(worker)
+            os.kill(worker, signal.SIGKILL)
+            killed = time.monotonic()
+            end = wait_for(lambda: self.status(job_id) == "failed", 60, "the killed job to be failed")
+            gone = time.monotonic() + 5
+            while any(alive(pid) for pid in horses) and time.monotonic() < gone:
+                time.sleep(0.01)
+            horse_died = bool(horses) and not any(alive(pid) for pid in horses)
+            error = self.error_of(job_id)
+        return end - killed, error, horse_died
+
+    def error_of(self, job_id: str) -> str:
+        """The job's `error` as `bin/jobs --json` shows it (the user's view)."""
+        run = subprocess.run([DQ, "jobs", "--json"], cwd=ROOT, env=self.env, capture_output=True, text=True)
+        if run.returncode != 0:
+            return f"(bin/jobs exited with {run.returncode})"
+        for item in json.loads(run.stdout):
+            if item.get("id") == job_id:
+                return str(item.get("error"))
+        return "(job not listed)"
+
+    def problems(self) -> list[str]:
+        """Every ERROR, CRITICAL and Traceback line the supervisor logs hold, for the report."""
+        found = []
+        for log in sorted(self.logs.glob("*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if "Traceback" in line or " ERROR " in line or " CRITICAL " in line or "ERROR:" in line:
+                    found.append(f"{log.name}: {line.strip()[:200]}")
+        return found
