@@ -275,6 +275,9 @@ def views_of(
     Every job view read (an album's tracks too) is added to `known`, and none is read twice.
     """
     known = {} if known is None else known
+    ids = list(ids)
+    tracks = [i for i in ids if not i.startswith(album.ALBUM_ID_PREFIX) and i not in known]
+    known.update({job.id: job_view(job) for job in fetch_jobs(connection, tracks)})  # one round trip
     views = []
     for item_id in ids:
         record = album.load(connection, item_id) if item_id.startswith(album.ALBUM_ID_PREFIX) else None
@@ -283,8 +286,6 @@ def views_of(
             if view is not None:
                 views.append(view)
             continue
-        if item_id not in known:
-            known.update({job.id: job_view(job) for job in fetch_jobs(connection, [item_id])})
         if item_id in known:
             views.append(known[item_id])
     return views
