@@ -2,7 +2,7 @@
 
 Anyone who can write to Redis (a shared `REDIS_URL`, a local user on the socket) can put a
 job hash naming any importable function, say `os.system`, on our queue; RQ's own `Job`
-would import and call it in the work horse. `AllowedJob` is the job class our workers use:
+would import and call it in the worker. `AllowedJob` is the job class our workers use:
 a job whose function is not one of ours, that names a method of a stored instance, or that
 carries callbacks is refused before anything of it is imported. RQ imports a job's function
 and callbacks only through these properties (`Job.func`, `Job.*_callback`), so no other

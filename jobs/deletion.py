@@ -13,11 +13,12 @@ being "deleted", "cancelled" or "not found"; ids may name track jobs, playlist j
    that is left empty; completed files stay. Event `deleted` with `Deleted by user`.
 3. processing: the download stops by itself at its next progress write (about once a
    second while bytes flow), removing its `.part`. A download that writes nothing (a hung
-   server) is stopped after COOPERATIVE_WAIT with RQ's stop command, which kills the horse.
+   server) is stopped after COOPERATIVE_WAIT with RQ's stop command, which interrupts it in its
+   worker (`jobs.interrupt`).
    We return only once the worker has let go of the job (its execution is gone from the
-   started registry, which the worker does after the horse stopped or after it closed the
+   started registry, which the worker does after the job stopped: it closed the
    connection and removed its partial file), or its worker is gone. Then the partial file (if
-   the horse was killed), the folder the download created (if left empty) and the job's keys
+   the job's process was killed), the folder the download created (if left empty) and the job's keys
    are removed. Event `cancelled` with `Cancelled by user during processing`.
 4. An album: its playlist job and all its tracks by these rules, then its record. Outcome
    `cancelled` when one of its jobs was running, else `deleted`.
@@ -49,7 +50,7 @@ from jobs.tombstones import mark_deleted
 
 DELETED, CANCELLED, NOT_FOUND = "deleted", "cancelled", "not found"
 COOPERATIVE_WAIT = 2 * PROGRESS_INTERVAL  # a download with bytes flowing stops by itself within this
-STOP_WAIT = 10.0  # after the stop command: the worker kills its horse within milliseconds normally
+STOP_WAIT = 10.0  # after the stop command: the worker stops the job within milliseconds normally
 POLL_INTERVAL = 0.05
 
 PURGE_BATCH = 1000
@@ -228,7 +229,7 @@ def _let_go(connection: redis.Redis, target: _Target) -> bool:
     entries = cast(list[bytes], connection.zrange(keys.started(target.origin), 0, -1))
     if not any((reply_text(entry) or "").startswith(prefix) for entry in entries):
         return True
-    # The worker died (and its horse with it: parent-death signal): nobody will let go.
+    # The worker died (and the job with it): nobody will let go.
     return bool(target.worker_name) and not connection.exists(keys.worker(target.worker_name or ""))
 
 

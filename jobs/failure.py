@@ -2,8 +2,9 @@
 
 Two parts, both used by the supervisor (recovery, timeout backstop, shutdown):
 
-- the failure reason: before the supervisor kills a horse it says why, so whoever records
-  the failure (the horse's worker, which sees it die, or the supervisor) uses that text;
+- the failure reason: before the supervisor kills the process running a job it says why, so
+  whoever records the failure (the supervisor, or a forking worker whose horse it killed)
+  uses that text;
 - the safe end of a started job's attempt, one WATCHed transaction (see `end_started_job`):
   its retry when attempts remain (`jobs.retries`), else its failure.
 """
@@ -24,17 +25,17 @@ from jobs.connection import SERIALIZER, reply_text
 from jobs.executions import find_executions, remove_executions
 
 FAILURE_REASON_TTL = 3600
-SAFE_FAILURE_ATTEMPTS = 20  # WATCH retries; a live horse writes its progress about once a second
+SAFE_FAILURE_ATTEMPTS = 20  # WATCH retries; a live download writes its progress about once a second
 
 log = logging.getLogger("dq.lifecycle")
 
 
 def set_failure_reason(connection: redis.Redis, job_id: str, message: str) -> None:
-    """Say why a horse is about to be killed, so whoever records the failure uses this text.
+    """Say why a job's process is about to be killed, so whoever records the failure uses this text.
 
-    The supervisor sets it before killing a horse (shutdown grace, timeout backstop,
-    recovery); the worker parent, which sees its horse die, records it instead of RQ's
-    generic 'Work-horse terminated unexpectedly'.
+    The supervisor sets it before killing (shutdown grace, timeout backstop); a worker that
+    sees a job end without a word (`jobs.worker`) records it instead of RQ's generic
+    'Work-horse terminated unexpectedly'.
     """
     connection.set(keys.failure_reason(job_id), message, ex=FAILURE_REASON_TTL)
 
@@ -66,7 +67,7 @@ def end_started_job(
     `retrying` in the history) or the failure is recorded the way RQ records it (status,
     FailedJobRegistry, a failure Result whose text is the failure's line) with `event`.
     Whoever also tries to end the job (its worker, another supervisor) either commits first,
-    and then this returns None, or sees the job ended. Callers must make sure no horse still
+    and then this returns None, or sees the job ended. Callers must make sure no process still
     runs the job (kill it first), or it could later store its own outcome.
     """
     job_key = keys.job(job_id)

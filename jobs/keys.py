@@ -5,7 +5,7 @@ when rq is first imported) exactly as RQ's workers do; nothing here spells `rq:`
 Our own keys live under `dq:`:
 
     dq:deleted            sorted set of tombstones: deleted job/album ids, scored by time
-    dq:reason:<job id>    why the supervisor is about to kill the job's horse (1 h TTL)
+    dq:reason:<job id>    why the supervisor is about to kill the job's process (1 h TTL)
     dq:album:<album id>   hash: one album's record
     dq:albums             sorted set of album ids, scored by creation time
     dq:events             stream: the event history

@@ -9,7 +9,7 @@ worker processes of every host (and survive a worker's restart):
                          `bucket:<upper bound>` (not cumulative: the smallest bucket a job fell
                          in; above the last bound only `count`), `sum`, `count`
 
-A failure's cause is judged by the exception's type (never its text); a work horse that died
+A failure's cause is judged by the exception's type (never its text); a job whose process died
 without reporting is `died`. Failures the supervisor records itself (a crash recovered after
 its worker died) are not counted here. The reading side, `render`, builds a fresh registry per
 scrape with `RedisCollector` alone (no process metrics of the serving process): its own reads
@@ -56,7 +56,7 @@ CAUSES = (
     "too_large",  # over DQ_MAX_FILE_MB, or more bytes than Content-Length promised
     "not_a_file",  # a web page where a file was asked for
     "deleted",
-    "died",  # the work horse died without reporting (killed, OOM, the timeout backstop)
+    "died",  # its process died without reporting (killed, OOM, the timeout backstop)
     "other",  # any other download error
     "unexpected",  # an exception that is no download error: a bug
 )
@@ -85,7 +85,7 @@ Writer = redis.Redis | redis.client.Pipeline
 
 # --- recording (called by the workers) ---------------------------------------------------------
 def cause_of(error: BaseException | None) -> str:
-    """The `cause` label for an attempt that raised `error` (None: the horse died)."""
+    """The `cause` label for an attempt that raised `error` (None: its process died)."""
     if error is None:
         return DIED
     if isinstance(error, errors.HTTPStatusError):

@@ -1,6 +1,6 @@
 """Retries: whether a failed attempt is tried again, when, and how a waiting retry comes back.
 
-One decision for every place an attempt can end (the horse's own exception, a horse that
+One decision for every place an attempt can end (the job's own exception, a process that
 died, a job recovered from a crash, the timeout backstop, the shutdown): `decide` reads the
 attempts made so far from the job's meta and says retry-at or fail. A retry is stored as RQ
 stores a scheduled job (status `scheduled`, a member of the queue's ScheduledJobRegistry
@@ -68,7 +68,7 @@ class Failure:
 
 
 def failure_of(error: BaseException | None, job_timeout: float) -> Failure:
-    """The Failure for an exception a job raised (in the work horse)."""
+    """The Failure for an exception a job raised (in its worker)."""
     if isinstance(error, JobTimeoutException):
         return Failure(messages.processing_timeout(job_timeout), retryable=True)
     if isinstance(error, HeldBack):
@@ -84,7 +84,7 @@ def failure_of(error: BaseException | None, job_timeout: float) -> Failure:
 
 
 def died(line: str) -> Failure:
-    """A horse that died, a crash, a stop by the timeout backstop or the shutdown: all retryable."""
+    """A job whose process died, a crash, a stop by the timeout backstop or the shutdown: all retryable."""
     return Failure(line, retryable=True)
 
 

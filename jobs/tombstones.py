@@ -2,11 +2,11 @@
 
 A deletion first sets a tombstone, then stops the download, then removes the job's keys.
 Every write from a running download checks the tombstone and the job key in one Lua call,
-so nothing a horse does after the deletion began can recreate the job.
+so nothing a running job does after the deletion began can recreate the job.
 
 Tombstones are members of one sorted set (`jobs.keys.TOMBSTONES`, score: when the deletion
 began), not keys named after the job: once a job is deleted, no Redis key name contains its
-id (`redis-cli --scan --pattern '*<id>*'` finds nothing), while a horse that starts late or
+id (`redis-cli --scan --pattern '*<id>*'` finds nothing), while a job that starts late or
 wakes up late still finds the tombstone. Entries older than TOMBSTONE_TTL are pruned.
 """
 
@@ -19,7 +19,7 @@ import redis
 
 from jobs import keys
 
-TOMBSTONE_TTL = 24 * 3600  # far longer than any horse can outlive its deletion (job timeout + 90 s)
+TOMBSTONE_TTL = 24 * 3600  # far longer than any download can outlive its deletion (job timeout + 90 s)
 
 _WRITE_META_IF_ALIVE = """
 if redis.call('zscore', KEYS[2], ARGV[2]) or redis.call('exists', KEYS[1]) == 0 then

@@ -29,7 +29,7 @@ def download_track(
 ) -> dict[str, Any]:
     """Download one URL to `<download dir>/<dest>/`; return where it went.
 
-    Runs inside an RQ work horse. Raises a `jobs.errors.DownloadError` whose text is the
+    Runs in an RQ worker (`jobs.worker`). Raises a `jobs.errors.DownloadError` whose text is the
     user's one-line error; RQ's own timeout passes through untouched. A retried attempt
     resumes from the partial file an earlier one left (its path and validator are in meta).
     """

@@ -1,39 +1,45 @@
 """The RQ worker class our workers run (`rq worker -w jobs.worker.DownloadWorker`).
 
 It differs from RQ's forking `Worker` in five ways:
-- the job code and `requests` are imported here, in the worker parent, so each forked
-  work horse starts with them loaded (measured 3.3x faster on tiny downloads);
-- every horse dies with its worker (Linux parent-death signal), so no download outlives
-  the process that answers for it;
+- it runs each job itself, in its main thread, like RQ's `SimpleWorker`: a fork per job cost
+  more than a whole tiny download (measured: a forking worker tops out near 100 jobs/s on
+  2 cores, most of it the kernel copying and tearing down page tables). What the fork gave
+  is kept another way: the job timeout is RQ's SIGALRM death penalty; RQ's stop command
+  interrupts the job in place (`jobs.interrupt`); a job that crashes or hangs past every
+  signal takes its worker down with it, and the supervisor fails the job with the right
+  message and starts a new worker (`supervisor.recovery`, `supervisor.cleanup`). Every
+  worker dies with the supervisor (Linux parent-death signal, set when it is spawned);
 - a failed attempt is tried again while attempts remain (`jobs.retries`: the job waits in
   RQ's ScheduledJobRegistry, holding no worker); the last one is stored with the user's
   one-line error first (`Download timeout (30s)`, `Processing timeout (300s exceeded)`, ...),
   RQ's traceback after it;
 - a job that was deleted while it ran is never written back (no status, result, heartbeat);
 - only our own job functions run (`jobs.allowed`): a job written into Redis by hand naming
-  anything else fails with `Refused: job function not allowed (...)`, nothing of it imported.
+  anything else fails with `Refused: job function not allowed (...)`, nothing of it imported;
+- the job code and `requests` are imported when the worker starts, not by its first job.
 
 Only RQ's public surface is used: an exception handler (`push_exc_handler`) hears the
-job's exception, and the documented hooks are overridden with `*args, **kwargs`, their
-arguments read through `jobs.rq_compat.hook_arguments` (see there).
+job's exception, `death_penalty_class` is ours, and the documented hooks are overridden with
+`*args, **kwargs`, their arguments read through `jobs.rq_compat.hook_arguments` (see there).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from types import TracebackType
 from typing import Any
 
-import requests  # noqa: F401  (imported before fork on purpose, see above)
+import requests  # noqa: F401  (imported at start on purpose, see above)
 from rq.job import Job
 from rq.logutils import setup_loghandlers
 from rq.utils import now
-from rq.worker import Worker
+from rq.worker import SimpleWorker, Worker
 
-import jobs.playlist  # noqa: F401  (imported before fork on purpose, see above)
-import jobs.track  # noqa: F401  (imported before fork on purpose, see above)
+import jobs.playlist  # noqa: F401  (imported at start on purpose, see above)
+import jobs.track  # noqa: F401  (imported at start on purpose, see above)
 from config import Settings
-from jobs import history, messages, metrics, parts, retries
+from jobs import history, interrupt, messages, metrics, parts, retries
 from jobs.allowed import AllowedJob
 from jobs.connection import SERIALIZER
 from jobs.deletion import purge_job
@@ -41,15 +47,15 @@ from jobs.failure import failure_reason
 from jobs.logs import setup_worker_logging
 from jobs.rq_compat import call_with, hook_arguments
 from jobs.tombstones import is_deleted, write_meta_if_alive
-from jobs.workers import set_parent_death_signal
 
 
 def album_of(job: Job) -> str | None:
     return (job.kwargs or {}).get("album_id")
 
 
-class DownloadWorker(Worker):
+class DownloadWorker(SimpleWorker):
     job_class = AllowedJob
+    death_penalty_class = interrupt.StoppableDeathPenalty
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("serializer", SERIALIZER)
@@ -59,11 +65,12 @@ class DownloadWorker(Worker):
         super().__init__(*args, **kwargs)
         self.settings = Settings.from_env()
         self.policy = retries.RetryPolicy.from_settings(self.settings)
-        # job id → how its attempt ended, heard by the exception handler in the horse just
-        # before RQ calls handle_job_failure there. (RQ's maintenance calls the handlers in
-        # the worker parent too, for jobs it cleans up: those are left to our supervisor.)
+        # job id → how its attempt ended, heard by the exception handler just before RQ calls
+        # handle_job_failure. (RQ's maintenance calls the handlers too, for jobs of other
+        # workers it cleans up: those are left to our supervisor.)
         self.failures: dict[str, retries.Failure] = {}
         self.causes: dict[str, str] = {}  # job id → its failure's cause label (jobs.metrics)
+        self.performing: str | None = None  # the job this worker runs now
         self.push_exc_handler(self._remember_failure)
 
     def _remember_failure(
@@ -73,7 +80,9 @@ class DownloadWorker(Worker):
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self.is_horse:
+        # A cold shutdown (RQ's SystemExit from a second SIGTERM) ends the job like a kill would.
+        cold_stop = isinstance(exc_value, (SystemExit, KeyboardInterrupt))
+        if job.id == self.performing and not cold_stop:
             self.failures[job.id] = retries.failure_of(exc_value, job.timeout or 0)
             self.causes[job.id] = metrics.cause_of(exc_value)
         return None  # RQ's own handlers (if any) run too
@@ -90,10 +99,24 @@ class DownloadWorker(Worker):
         super().bootstrap(*args, **kwargs)
         setup_worker_logging(self.settings.log_format)
 
-    def main_work_horse(self, *args: Any, **kwargs: Any) -> None:
-        assert self.pid is not None
-        set_parent_death_signal(self.pid)
-        super().main_work_horse(*args, **kwargs)
+    def perform_job(self, *args: Any, **kwargs: Any) -> bool:
+        job: Job = hook_arguments(Worker.perform_job, self, args, kwargs).arguments["job"]
+        self.performing = job.id
+        try:
+            return bool(super().perform_job(*args, **kwargs))
+        finally:
+            self.performing = None
+
+    def kill_horse(self, *args: Any, **kwargs: Any) -> None:
+        """RQ's stop command kills the horse (from the pubsub thread); here the job is stopped in place.
+
+        RQ's cold shutdown calls it in the main thread, then raises SystemExit, which ends the job anyway.
+        """
+        job_id = self.performing
+        if threading.current_thread() is threading.main_thread():
+            return
+        if job_id is not None and interrupt.request_stop(job_id):
+            self.log.info("Worker %s: stopping job %s in place (stop command)", self.name, job_id)
 
     def prepare_job_execution(self, *args: Any, **kwargs: Any) -> None:
         job: Job = hook_arguments(Worker.prepare_job_execution, self, args, kwargs).arguments["job"]
@@ -105,7 +128,7 @@ class DownloadWorker(Worker):
         job: Job = bound.arguments["job"]
         super().execute_job(*args, **kwargs)
         if is_deleted(self.connection, job.id):
-            # Runs after the horse is gone and after our last heartbeat for the job, so
+            # Runs after the job's last write and after our last heartbeat for it, so
             # whatever our own bookkeeping wrote after the deletion began goes here for good.
             purge_job(self.connection, job.id, job.origin)
 
@@ -137,9 +160,9 @@ class DownloadWorker(Worker):
             return
         failure = self.failures.pop(job.id, None)
         cause = self.causes.pop(job.id, metrics.DIED)
-        if failure is None:  # in the worker parent: the horse died without reporting
-            failure = retries.died(self._line_for_dead_horse(job))
-            job.get_meta(refresh=True)  # the horse wrote progress and its partial file's name
+        if failure is None:  # RQ's maintenance ends a job that reported nothing (its process died)
+            failure = retries.died(self._line_for_silent_end(job))
+            job.get_meta(refresh=True)  # the job wrote progress and its partial file's name
         decision = retries.decide(job.meta, failure, self.policy, time.time())
         if decision.retry:
             self._schedule_retry(job, bound.arguments["execution"], decision, failure)
@@ -176,8 +199,8 @@ class DownloadWorker(Worker):
             (decision.due or stamp) - stamp,
         )
 
-    def _line_for_dead_horse(self, job: Job) -> str:
-        """The horse died without reporting (killed): say why, as precisely as we know."""
+    def _line_for_silent_end(self, job: Job) -> str:
+        """The job ended without reporting (its process was killed): say why, as precisely as we know."""
         reason = failure_reason(self.connection, job.id)
         if reason:
             return reason

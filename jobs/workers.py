@@ -1,5 +1,5 @@
 """Workers as this host sees them: which are really alive, and the signal that ties a
-process's life to its parent's (set by every spawned worker and every work horse)."""
+process's life to its parent's (set by every spawned worker)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ supervisors, or a worker's own maintenance, never clean the same job twice):
 
 1. the dead-worker check of `supervisor.recovery` (crash → `Recovered from server crash...`);
 2. a backstop for the job timeout: a job of a live worker on this host running longer than
-   its timeout plus `BACKSTOP_MARGIN` (a horse that ignored RQ's alarm) has its horse killed
-   and is failed with `Processing timeout (<n>s exceeded)`;
+   its timeout plus `BACKSTOP_MARGIN` (a job that ignored RQ's alarm) has the process running
+   it killed (its worker; a new one is started) and is failed with `Processing timeout (<n>s exceeded)`;
 3. the partial files this host's downloads started (`jobs.parts`) whose job ended or vanished
    are removed: judged by the job id in their name, no memory of this process needed;
 4. RQ's own registry maintenance, minus the StartedJobRegistry's (which would fail jobs of
@@ -44,7 +44,7 @@ from jobs import health, history, keys, messages, parts, published, retention, r
 from jobs.connection import SERIALIZER
 from jobs.failure import FAILED, end_started_job, set_failure_reason
 from jobs.rq_compat import MAINTENANCE_LOCK_VALUE
-from supervisor.processes import horse_pids
+from supervisor.processes import job_pids
 from supervisor.recovery import Recovery, StartedJob, overdue, why_dead
 
 log = logging.getLogger("dq.supervisor")
@@ -228,8 +228,12 @@ class Cleanup:
             log.warning("job %s ran past its timeout of %ss without stopping: killing it", job.job_id, job.timeout)
             set_failure_reason(self.connection, job.job_id, message)
             table = table if table is not None else self.recovery.processes()
-            pids = horse_pids(worker.name, worker.pid, table)
+            pids = job_pids(worker.name, worker.pid, table)
             if pids and self.recovery.kill(pids):
+                if worker.pid in pids:  # the worker ran the job itself: nobody else can record it
+                    if self._fail(job, message):
+                        failed.append(job.job_id)
+                    continue
                 # Its worker sees the horse die and records `message`; if it does not, we do.
                 self.pending_kills[job.job_id] = now + PARENT_RECORD_WAIT
             elif not pids and self._fail(job, message):

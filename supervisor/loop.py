@@ -7,9 +7,10 @@ Signal handlers only count stop requests; every decision is taken in `step`:
   retries that are due go back to the queue every tick;
 - first SIGTERM/SIGINT → draining: the workers get SIGTERM (warm shutdown: they take no
   new job and finish the running one); queued jobs stay queued;
-- grace ran out → killing: the failure reason is stored, the horses are killed, their
-  workers record the failure and exit; after `PARENT_RECORD_WAIT` the rest are SIGKILLed;
-- second request → killing at once (horses and workers SIGKILLed together);
+- grace ran out → killing: the failure reason is stored and the workers still running a
+  download are killed (they run their job themselves, `jobs.worker`); after
+  `PARENT_RECORD_WAIT` any other worker left is SIGKILLed;
+- second request → killing at once (every worker SIGKILLed);
 - once no worker is left, whatever they left started is failed with the shutdown message;
 - every tick, the job events recorded since the last one (by workers, `bin/delete`, the API)
   are logged, one line each (`audit`, `supervisor.audit`): the service's log is the audit trail;
@@ -81,7 +82,7 @@ class AuditTrail(Protocol):
 class Phase(enum.Enum):
     RUNNING = "running"
     DRAINING = "draining"  # warm stop sent, waiting up to the grace
-    KILLING = "killing"  # horses killed, waiting for the workers to go
+    KILLING = "killing"  # downloads killed, waiting for the workers to go
     LOST = "lost"  # Redis went away: workers killed, waiting for them to go
     DONE = "done"
 
@@ -200,7 +201,7 @@ class Supervisor:
             self._interrupt(now, patient=True)
 
     def _interrupt(self, now: float, *, patient: bool) -> None:
-        """Store the reason, kill the horses; a patient stop lets the workers record it."""
+        """Store the reason, kill the running downloads; a patient stop lets idle workers exit."""
         workers = {worker.name: worker.pid for worker in self.pool.live}
         self.interrupted_workers.update(workers)
         self.phase = Phase.KILLING

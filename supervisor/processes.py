@@ -70,6 +70,18 @@ def horse_pids(worker_name: str, worker_pid: int | None, processes: Iterable[Pro
     ]
 
 
+def job_pids(worker_name: str, worker_pid: int | None, processes: Iterable[ProcessInfo]) -> list[int]:
+    """The processes to kill to stop a worker's running job now: its horses, or else the worker.
+
+    Our workers run their job themselves (`jobs.worker`), so stopping one that ignores every
+    signal takes the worker down too; the supervisor fails the job and starts a new worker.
+    """
+    horses = horse_pids(worker_name, worker_pid, processes)
+    if horses or worker_pid is None:
+        return horses
+    return [worker_pid]
+
+
 def kill_and_wait(pids: Iterable[int], timeout: float = 2.0) -> bool:
     """SIGKILL each process with its group; True once none is alive (within `timeout`)."""
     targets = list(pids)

@@ -33,7 +33,7 @@ from jobs.connection import SERIALIZER, reply_text
 from jobs.failure import FAILED, end_started_job, set_failure_reason
 from jobs.tombstones import is_deleted
 from jobs.workers import pid_alive, this_host
-from supervisor.processes import ProcessInfo, horse_pids, kill_and_wait, list_processes
+from supervisor.processes import ProcessInfo, horse_pids, job_pids, kill_and_wait, list_processes
 
 log = logging.getLogger("dq.supervisor")
 
@@ -263,8 +263,8 @@ class Recovery:
     def interrupt(self, workers: Mapping[str, int], message: str) -> list[str]:
         """Stop the downloads of these workers (name → pid) now: reason first, then the kill.
 
-        The failure reason is stored before the horse dies, so a worker parent that is still
-        alive records the same text as `fail_interrupted` would.
+        The failure reason is stored before the process running the job dies, so whoever
+        records the failure (a forking worker's parent, or `fail_interrupted`) uses that text.
         """
         jobs, _now = self.scan()
         interrupted = [job for job in jobs if job.worker_name in workers and job.status == "started"]
@@ -272,10 +272,13 @@ class Recovery:
             set_failure_reason(self.connection, job.job_id, message)
             self.interrupted[job.job_id] = job
         table = self.processes()
-        pids = [pid for name, worker_pid in workers.items() for pid in horse_pids(name, worker_pid, table)]
+        busy = {job.worker_name for job in interrupted}
+        pids = [
+            pid for name, worker_pid in workers.items() if name in busy for pid in job_pids(name, worker_pid, table)
+        ]
         if pids:
             log.warning(
-                "stopping %d running download(s): killing work horse(s) %s", len(pids), ", ".join(map(str, pids))
+                "stopping %d running download(s): killing their process(es) %s", len(pids), ", ".join(map(str, pids))
             )
             self.kill(pids)
         return [job.job_id for job in interrupted]

@@ -27,7 +27,7 @@ from rq.worker_registration import get_keys
 from config import Settings
 from jobs.connection import SERIALIZER
 from tests.bench_anchors import ROOT, Transfer
-from tests.bench_proc import BenchError, alive, children, cmdline, cpu_seconds, pss_bytes, rss_bytes, wait_for
+from tests.bench_proc import BenchError, children, cmdline, cpu_seconds, pss_bytes, rss_bytes, wait_for
 
 DQ = str(ROOT / ".venv" / "bin" / "dq")
 ENQUEUE = str(ROOT / "bin" / "enqueue")
@@ -256,7 +256,7 @@ class Product:
 
     def transfer(self, running: Supervised, urls: list[str], timeout: float) -> Transfer:
         """Into a running supervisor: seconds from launching bin/enqueue until every job is
-        finished and every file at its final path; the workers' CPU (horses reaped) meanwhile."""
+        finished and every file at its final path; the workers' CPU meanwhile."""
         self.clean()
         workers = running.workers()
         before = sum(cpu_seconds(pid) for pid in workers)
@@ -271,8 +271,6 @@ class Product:
         missing = [name for name in names if not (self.download_dir / name).exists()]
         if missing:
             raise BenchError(f"product: finished jobs without their files: {missing}")
-        # The horses' CPU reaches cutime/cstime once their worker has reaped them.
-        wait_for(lambda: not any(children(pid) for pid in workers), 10, "the work horses to be reaped")
         if running.workers() != workers:
             raise BenchError("a worker was replaced during the transfer (see the supervisor log)")
         return Transfer(end - started, sum(cpu_seconds(pid) for pid in workers) - before, command)
@@ -284,16 +282,17 @@ class Product:
             raise BenchError(f"expected the supervisor and {WORKERS} workers, found {len(pids)} processes")
         return sum(rss_bytes(pid) for pid in pids), sum(pss_bytes(pid) for pid in pids)
 
-    def growth(self, running: Supervised, url: str, timeout: float) -> tuple[int, int, int]:
-        """One download; its horse's VmRSS (and its worker's) sampled every 50 ms.
-        (horse growth, worker growth, samples): growth is the max minus the first sample."""
+    def growth(self, running: Supervised, url: str, timeout: float) -> tuple[int, int]:
+        """One download; the VmRSS of every idle worker first, then of all of them every 50 ms
+        until it finished (our workers run their job themselves, so one of them downloads).
+        (growth, samples): the largest rise of one worker over its idle figure."""
         self.clean()
+        workers = running.workers()
+        idle = {pid: rss_bytes(pid) for pid in workers}
+        peak = dict(idle)
+        samples = 0
         finished, failed = self.finished(), self.failed()
         process = self.start_enqueue(self.enqueue_file([url], "growth"))
-        horse: int | None = None
-        worker: int | None = None
-        horse_rss: list[int] = []
-        worker_rss: list[int] = []
         deadline = time.monotonic() + timeout
         while self.finished() < finished + 1:
             running.check()
@@ -301,28 +300,18 @@ class Product:
                 raise BenchError(f"the growth download failed: {self.first_error()}")
             if time.monotonic() > deadline:
                 raise BenchError(f"the growth download did not finish within {timeout:g}s")
-            if horse is None:
-                for pid in running.workers():
-                    kids = children(pid)
-                    if kids:
-                        worker, horse = pid, kids[0]
-                        break
-            if horse is None or worker is None:
-                time.sleep(0.002)  # look for the horse often: the first sample is the baseline
-                continue
-            if alive(horse):
-                horse_rss.append(rss_bytes(horse))
-                worker_rss.append(rss_bytes(worker))
+            for pid in workers:
+                peak[pid] = max(peak[pid], rss_bytes(pid))
+            samples += 1
             time.sleep(SAMPLE_INTERVAL)
         self.end_enqueue(process, 1)
-        horse_rss = [value for value in horse_rss if value]
-        if not horse_rss:
-            raise BenchError("the growth download ended before its work horse could be sampled")
-        return max(horse_rss) - horse_rss[0], max(worker_rss) - worker_rss[0], len(horse_rss)
+        if running.workers() != workers:
+            raise BenchError("a worker was replaced during the growth download (see the supervisor log)")
+        return max(peak[pid] - idle[pid] for pid in workers), samples
 
     def kill(self, slow_url: str) -> tuple[float, str, bool]:
         """A slow download; SIGKILL its `rq worker` once the job has started; seconds until the
-        job is failed, its error line, and whether the horse died with its worker."""
+        job is failed, its error line, and whether a new worker took the dead one's place."""
         self.connection.flushall()
         self.clean()
         # One attempt: with retries on, a killed job is queued again (correctly), not failed.
@@ -334,16 +323,15 @@ class Product:
             worker = next((pid for pid in running.workers() if job.worker_name in cmdline(pid)), None)
             if worker is None:
                 raise BenchError(f"no worker process named {job.worker_name} under the supervisor")
-            horses = children(worker)
             os.kill(worker, signal.SIGKILL)
             killed = time.monotonic()
             end = wait_for(lambda: self.status(job_id) == "failed", 60, "the killed job to be failed")
-            gone = time.monotonic() + 5
-            while any(alive(pid) for pid in horses) and time.monotonic() < gone:
+            replaced = time.monotonic() + 10
+            while time.monotonic() < replaced and (worker in running.workers() or len(running.workers()) < WORKERS):
                 time.sleep(0.01)
-            horse_died = bool(horses) and not any(alive(pid) for pid in horses)
+            respawned = worker not in running.workers() and len(running.workers()) == WORKERS
             error = self.error_of(job_id)
-        return end - killed, error, horse_died
+        return end - killed, error, respawned
 
     def error_of(self, job_id: str) -> str:
         """The job's `error` as `bin/jobs --json` shows it (the user's view)."""

@@ -43,12 +43,11 @@ class Figures:
     enqueue_rq: float = 0.0
     rss: int = 0
     pss: int = 0
-    growth_horse: int = 0
-    growth_worker: int = 0
+    growth: int = 0  # the largest VmRSS rise of one worker over its idle figure
     growth_samples: int = 0
     kill: float = 0.0
     kill_error: str = ""
-    kill_horse_died: bool = False
+    kill_respawned: bool = False
 
 
 def rq_dead_worker_seconds() -> int:
@@ -156,13 +155,12 @@ class Report:
 
     def memory(self, f: Figures) -> list[str]:
         self.rss_ok = self.goal(f.rss / MB <= 250)
-        self.growth_ok = self.goal(f.growth_horse / MB <= 20)
+        self.growth_ok = self.goal(f.growth / MB <= 20)
         return [
             f"rss: supervisor + 4 idle workers: RSS {f.rss / MB:.1f} MB, PSS {f.pss / MB:.1f} MB "
             f"(goal RSS <= 250 MB: {self.rss_ok})",
-            f"growth: one worker downloading {self.sizes.grow_bytes // MiB} MiB: work horse "
-            f"+{f.growth_horse / MB:.1f} MB, worker +{f.growth_worker / MB:.1f} MB "
-            f"(VmRSS max - first, {f.growth_samples} samples every 50 ms; goal <= 20 MB: {self.growth_ok})",
+            f"growth: one worker downloading {self.sizes.grow_bytes // MiB} MiB: +{f.growth / MB:.1f} MB "
+            f"(VmRSS max - idle, {f.growth_samples} samples every 50 ms; goal <= 20 MB: {self.growth_ok})",
         ]
 
     def kill(self, f: Figures) -> list[str]:
@@ -170,7 +168,7 @@ class Report:
         rq = rq_dead_worker_seconds()
         return [
             f"kill: SIGKILLed worker -> job failed: {f.kill:.2f} s (goal <= 3 s: {self.kill_ok}); "
-            f"error {f.kill_error!r}; work horse died with its worker: {'yes' if f.kill_horse_died else 'NO'}",
+            f"error {f.kill_error!r}; a new worker took its place: {'yes' if f.kill_respawned else 'NO'}",
             f"  RQ alone (not measured): >= {rq} s, the job's heartbeat TTL (min(job timeout, "
             f"DEFAULT_JOB_MONITORING_INTERVAL {DEFAULT_JOB_MONITORING_INTERVAL} s) + 60 s); worker TTL "
             f"{DEFAULT_WORKER_TTL} s; then found by a registry cleanup (maintenance every "
@@ -184,7 +182,7 @@ class Report:
             f"{self.drain_floor_ratio:.2f}x floor {self.drain_floor_ok} | "
             f"http {self.http_ratio:.2f}x aria2c {self.http_ok} (curl {self.curl_ratio:.2f}x {self.curl_ok}) | "
             f"https {self.https_ratio:.2f}x {self.https_ok} | enqueue {self.enqueue_ratio:.2f}x {self.enqueue_ok} | "
-            f"rss {f.rss / MB:.0f} MB {self.rss_ok} | growth {f.growth_horse / MB:.1f} MB {self.growth_ok} | "
+            f"rss {f.rss / MB:.0f} MB {self.rss_ok} | growth {f.growth / MB:.1f} MB {self.growth_ok} | "
             f"cpu {self.cpu_ratio:.2f}x aria2c | kill {f.kill:.2f} s {self.kill_ok} | "
             f"goals met {met}/{len(self.goals)}"
         )

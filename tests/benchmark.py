@@ -12,12 +12,12 @@ What it measures (full sizes; --quick: 100 jobs, 4 x 16 MiB, 1,000 enqueues, 64 
   product trusts through REQUESTS_CA_BUNDLE), aggregate MiB/s from launching `bin/enqueue`
   into a running supervisor until all four jobs are finished and their files in place.
   Anchors: one `aria2c -j4`, four parallel `curl`, and (HTTP) four raw-socket processes.
-- cpu: CPU seconds per GiB of that HTTP run, the product's four workers (horses reaped)
+- cpu: CPU seconds per GiB of that HTTP run, the product's four workers
   against aria2c, curl and the raw-socket floor (wait4).
 - enqueue: `bin/enqueue --from-file` of 10,000 URLs, the whole command (Python start-up
   included), against RQ's in-process `Queue.enqueue_many` of as many jobs in one pipeline.
 - rss: VmRSS (and PSS) of the supervisor and its 4 idle workers together.
-- growth: VmRSS of one work horse (and its worker) every 50 ms while it downloads 1 GiB.
+- growth: VmRSS of the workers every 50 ms while one of them downloads 1 GiB, over its idle figure.
 - kill: a rate-limited download's `rq worker` SIGKILLed once the job started; seconds until
   the job is `failed` (RQ alone: its heartbeat TTL, printed from RQ's constants).
 
@@ -177,9 +177,8 @@ class Bench:
                     f.http_enqueue = median([result.command for result in results])
             grow_url = self.nginx.url(self.files.grow)
             growths = [product.growth(running, grow_url, timeout) for _ in range(self.runs)]
-            f.growth_horse = int(median([g[0] for g in growths]))
-            f.growth_worker = int(median([g[1] for g in growths]))
-            f.growth_samples = min(g[2] for g in growths)
+            f.growth = int(median([g[0] for g in growths]))
+            f.growth_samples = min(g[1] for g in growths)
 
     def check_trust(self) -> None:
         """The product's `requests`, in the product's environment, verifies against our certificate."""
@@ -198,7 +197,7 @@ class Bench:
         results = [self.product.kill(self.nginx.url(self.files.slow)) for _ in range(self.runs)]
         f.kill = median([result[0] for result in results])
         f.kill_error = results[-1][1]
-        f.kill_horse_died = all(result[2] for result in results)
+        f.kill_respawned = all(result[2] for result in results)
 
 
 def versions(tools: dict[str, str]) -> str:

@@ -75,7 +75,7 @@ def test_supervisord_conf_keeps_the_shutdown_grace() -> None:
     # supervisord's default stopwaitsecs (10 s) would SIGKILL the supervisor mid-grace.
     assert int(program["stopwaitsecs"]) > grace >= DEFAULT_GRACE
     for name, section in PROGRAMS.items():
-        # A group signal reaches the work horses: SIGTERM there kills running jobs at once.
+        # A group signal reaches the workers too: with the supervisor's, a second SIGTERM (RQ: cold stop).
         for option in ("stopasgroup", "killasgroup"):
             assert not truthy(parser.get(section, option, fallback="false")), (name, option)
         assert truthy(parser.get(section, "autorestart", fallback="unexpected")), name
@@ -186,7 +186,7 @@ def test_unit_restarts_on_failure_and_runs_no_shell(name: str) -> None:
 def test_supervisor_unit_keeps_the_shutdown_grace() -> None:
     service = unit_settings(UNITS["supervisor"])["Service"]
     grace = float(unit_environment(service).get("DQ_SHUTDOWN_GRACE", DEFAULT_GRACE))
-    # mixed: SIGTERM to the supervisor only; control-group (the default) would reach the horses.
+    # mixed: SIGTERM to the supervisor only; control-group (the default) would reach the workers too.
     assert service["KillMode"] == ["mixed"]
     assert service.get("KillSignal", ["SIGTERM"]) == ["SIGTERM"]
     assert seconds_of(service["TimeoutStopSec"][-1]) > grace >= DEFAULT_GRACE

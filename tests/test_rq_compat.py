@@ -1,6 +1,6 @@
 """What `jobs.rq_compat` and the worker's hooks assume about RQ: fails loudly on an RQ upgrade
 that changes any of it (see the compatibility module's docstring). That RQ runs our
-exception handler in the horse before `handle_job_failure` is shown by behaviour in
+exception handler before `handle_job_failure` is shown by behaviour in
 test_worker_inprocess.py: without it every failure would read "Download process died"."""
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.timeout(30)
 # Each hook DownloadWorker overrides, and the parameters it reads by name.
 HOOKS = {
     "bootstrap": {"logging_level", "date_format", "log_format"},
-    "main_work_horse": {"job", "queue"},
+    "perform_job": {"job"},
+    "kill_horse": set(),  # called by RQ's stop-job command
     "prepare_job_execution": {"job"},
     "execute_job": {"job", "queue"},
     "handle_execution_ended": {"job"},
@@ -49,7 +50,8 @@ def test_the_worker_overrides_nothing_private_of_rq() -> None:
     ours = {name for name in vars(DownloadWorker) if not name.startswith("__")}
     overridden = {name for name in ours if hasattr(Worker, name)}
     assert {name for name in overridden if name.startswith("_")} == set()
-    assert overridden == set(HOOKS) | {"job_class"}  # job_class: a documented class attribute
+    # job_class, death_penalty_class: documented class attributes
+    assert overridden == set(HOOKS) | {"job_class", "death_penalty_class"}
 
 
 def test_hook_arguments_binds_by_rq_signature_and_refuses_unknown_ones() -> None:

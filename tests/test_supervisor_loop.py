@@ -33,6 +33,7 @@ from tests.helpers import (
     enqueue_track,
     error_of,
     insert_started_job,
+    pid_running,
     register_fake_worker,
     spawned_workers,
     status_of,
@@ -348,6 +349,28 @@ def test_backstop_kills_a_wedged_horse_and_fails_its_job(connection: redis.Redis
     assert error_of(connection, job_id) == message
 
 
+def test_backstop_kills_a_wedged_worker_that_runs_its_job_itself_and_fails_the_job_at_once(
+    connection: redis.Redis, settings: Settings
+) -> None:
+    """Our workers fork no horse: the worker is what ignored the alarm, so it is killed (a new
+    one is started by the pool) and nobody else is left to record the failure: the cleanup does."""
+    name = "dq.test.wedged"
+    register_fake_worker(connection, name, os.getpid())
+    job_id = insert_started_job(connection, settings, worker_name=name, started_ago=settings.job_timeout + 6)
+    worker = ProcessInfo(pid=os.getpid(), ppid=1, pgid=os.getpid(), argv=("rq", "worker", "--name", name))
+    killed: list[list[int]] = []
+
+    def kill(pids: list[int]) -> bool:
+        killed.append(pids)
+        return True
+
+    cleanup = Cleanup.create(connection, settings, processes=lambda: [worker], kill=kill)
+    assert cleanup.run(50.0).timed_out == [job_id]
+    assert killed == [[os.getpid()]]
+    assert status_of(connection, job_id) == "failed"
+    assert error_of(connection, job_id) == f"Processing timeout ({settings.job_timeout}s exceeded)"
+
+
 def test_backstop_leaves_jobs_within_their_time_and_other_hosts_alone(
     connection: redis.Redis, settings: Settings
 ) -> None:
@@ -448,15 +471,16 @@ def test_checklist_2_processing_job_with_an_old_start_fails_on_the_next_cleanup(
 
 
 @pytest.mark.timeout(60)
-def test_backstop_against_a_real_wedged_horse(
+def test_backstop_against_a_real_wedged_worker(
     env: dict[str, str],
     connection: redis.Redis,
     start_service: Callable[..., Service],
     settings: Settings,
     fault_server: FaultServer,
 ) -> None:
-    """A stopped horse (SIGSTOP) cannot run RQ's alarm handler: it is wedged past its 2 s
-    timeout. The cleanup kills it at timeout + margin; its worker records the message."""
+    """A stopped worker (SIGSTOP) cannot run RQ's alarm handler: its job is wedged past its 2 s
+    timeout. The cleanup kills the worker (it runs the job itself) at timeout + margin, records
+    the message and a new worker takes its place."""
     service = start_service({**env, "DQ_WORKERS": "1"}, wait_workers=0)
     wait_workers_registered(connection, service, 1)
     [(_name, worker)] = spawned_workers(service)
@@ -465,15 +489,15 @@ def test_backstop_against_a_real_wedged_horse(
         connection, dataclasses.replace(settings, job_timeout=2), fault_server.url("/slow/100000/w.flac")
     )
     wait_status(connection, job_id, "started", timeout=5)
-    children = Path(f"/proc/{worker}/task/{worker}/children")
-    assert wait_until(lambda: children.read_text().split(), 2)
-    horse = int(children.read_text().split()[0])
-    os.kill(horse, signal.SIGSTOP)
+    assert Path(f"/proc/{worker}/task/{worker}/children").read_text().split() == []  # no horse
+    os.kill(worker, signal.SIGSTOP)
     assert wait_ended(connection, [job_id], 30)[job_id] == "failed"
     took = time.monotonic() - started
     assert 2 + cleanup_module.BACKSTOP_MARGIN - 1 <= took < 2 + cleanup_module.BACKSTOP_MARGIN + 8, took
     assert error_of(connection, job_id) == "Processing timeout (2s exceeded)"
-    assert wait_until(lambda: len(spawned_workers(service)) == 1, 1)  # the worker itself lived on
+    assert not pid_running(worker)
+    assert wait_until(lambda: len(spawned_workers(service)) == 2, 5), service.log()  # a new one took its place
+    assert "recovering job" not in service.log()
 
 
 def test_a_job_stranded_between_queue_and_worker_goes_back_to_the_queue(
