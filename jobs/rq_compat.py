@@ -36,6 +36,7 @@ tests/test_rq_compat.py fails loudly when an upgrade changes any of them:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import uuid
 import zlib
@@ -56,12 +57,17 @@ def record_failure(job: Job, message: str, pipeline: Pipeline) -> None:
     record_job_failure(job, message, pipeline)
 
 
+@functools.cache
+def _signature(hook: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(hook)  # RQ's functions do not change while we run; this is per job
+
+
 def hook_arguments(hook: Callable[..., Any], worker: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """RQ's call of `hook` (the base class's function) bound to its names: `.arguments["job"]`.
 
     Raises TypeError when RQ calls a hook with arguments its own signature does not take.
     """
-    bound = inspect.signature(hook).bind(worker, *args, **kwargs)
+    bound = _signature(hook).bind(worker, *args, **kwargs)
     bound.apply_defaults()
     return bound
 

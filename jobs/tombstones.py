@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import redis
 
@@ -46,5 +47,9 @@ def is_deleted(connection: redis.Redis | redis.client.Pipeline, job_id: str) -> 
 
 def write_meta_if_alive(connection: redis.Redis, job_id: str, meta: bytes) -> bool:
     """Store the job's meta unless it was deleted; False means: stop, the job is gone."""
-    written = connection.eval(_WRITE_META_IF_ALIVE, 2, keys.job(job_id), keys.TOMBSTONES, meta, job_id)
-    return bool(written)
+    return bool(queue_meta_if_alive(connection, job_id, meta))
+
+
+def queue_meta_if_alive(connection: redis.Redis | redis.client.Pipeline, job_id: str, meta: bytes) -> Any:
+    """`write_meta_if_alive` in the caller's pipeline: its reply (1 written, 0 gone) comes with the rest."""
+    return connection.eval(_WRITE_META_IF_ALIVE, 2, keys.job(job_id), keys.TOMBSTONES, meta, job_id)

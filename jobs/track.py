@@ -15,7 +15,7 @@ from jobs.connection import SERIALIZER, reply_text
 from jobs.download import Resume, Started, Target, download
 from jobs.errors import HeldBack, JobDeleted
 from jobs.paths import part_path
-from jobs.tombstones import is_deleted, write_meta_if_alive
+from jobs.tombstones import is_deleted, queue_meta_if_alive, write_meta_if_alive
 from jobs.workers import this_host
 
 
@@ -109,8 +109,12 @@ class ProgressReporter:
         self.job.meta["validator"] = start.validator
         if start.created_dir is not None:
             self.job.meta["created_dir"] = str(start.created_dir)
-        parts.track(self.job.connection, this_host(), part_path(start.final, self.job.id))
-        self._write()
+        with self.job.connection.pipeline(transaction=False) as pipe:
+            parts.track(pipe, this_host(), part_path(start.final, self.job.id))
+            queue_meta_if_alive(pipe, self.job.id, SERIALIZER.dumps(self.job.meta))
+            _tracked, written = pipe.execute()
+        if not written:
+            raise JobDeleted(self.job.id)
 
     def report(self, done: int, total: int | None) -> None:
         elapsed = max(time.monotonic() - self.started_at, 1e-6)

@@ -146,7 +146,7 @@ class DownloadWorker(SimpleWorker):
             self._forget(job, bound.arguments["execution"])
             return
         super().handle_job_success(*args, **kwargs)
-        result = job.return_value()
+        result = job.returned if isinstance(job, AllowedJob) else job.return_value()
         with self.connection.pipeline() as pipeline:
             history.record(pipeline, job.id, history.COMPLETED, album_id=album_of(job))
             metrics.record_completed(pipeline, metrics.seconds_between(job.started_at, job.ended_at), result)
