@@ -20,7 +20,7 @@ import click
 import redis
 
 from config import Settings, SettingsError
-from jobs import display, history, listing, terminal
+from jobs import history
 from jobs.connection import RedisUnavailable, connect
 from jobs.enqueue import TrackRequest, backlog_warning, enqueue_album, enqueue_playlist, enqueue_tracks
 from jobs.errors import InvalidRequest, QueueFull
@@ -57,6 +57,8 @@ def open_redis(settings: Settings) -> redis.Redis:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """download-queue: a download job queue for music servers, on RQ."""
+    # The listings' and progress bars' modules (rich: a third of `dq`'s imports) are imported
+    # by the commands that draw, so `dq enqueue` in a script starts without them.
 
 
 # --- the queue -----------------------------------------------------------------------------
@@ -187,6 +189,8 @@ def wait_for(connection: redis.Redis, job_ids: list[str]) -> int:
 
     Ctrl-C stops the waiting, not the jobs: it says so and how to delete them (exit 130).
     """
+    from jobs import display, terminal  # rich: loaded only by the commands that draw (see main)
+
     tty = sys.stderr.isatty()
     seen: dict[str, str] = {}
     top: list[dict[str, Any]] | None = None
@@ -264,6 +268,8 @@ def jobs_command(
     if as_json:
         click.echo(json.dumps(list_jobs(connection, settings, state), indent=2))
         return
+    from jobs import display, listing, terminal  # rich: loaded only by the commands that draw (see main)
+
     tty = sys.stdout.isatty()
     fit_screen = limit is None and not show_all
 

@@ -3,8 +3,9 @@
 The body is read straight from the socket into one reused buffer (`jobs.urllib3_compat.
 body_reader`; http.client's own reads make two copies of every byte) and written out every
 `FLUSH_BYTES` or `FLUSH_INTERVAL`, so a download that is killed keeps what it received for
-the resume. Along the way: the stall guard, the progress reports, the disk checks; at the
-end, the fsync. A failure removes the partial file unless another attempt will resume it.
+the resume; the disk writes them while more arrive (`jobs.writeback`). Along the way: the
+stall guard, the progress reports, the disk checks; at the end, the fsync. A failure removes
+the partial file unless another attempt will resume it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from jobs.errors import (
 from jobs.files import create_new_file, free_bytes, open_existing_file, regular_size
 from jobs.http import StallGuard, connection_message, wraps
 from jobs.urllib3_compat import BodyReader, body_reader
+from jobs.writeback import Writeback
 
 CHUNK_BYTES = 1024 * 1024  # the reused receive buffer
 FLUSH_BYTES = CHUNK_BYTES // 2  # write out once this much is waiting,
@@ -71,10 +73,12 @@ class Stream:
         self.keep_on_failure = False
         self.max_file_bytes: int | None = None
         self.written = offset  # bytes in the partial file so far
+        self.writeback: Writeback | None = None
 
     def run(self, on_progress: ProgressCallback | None, clock: Callable[[], float], low_speed_limit: int) -> int:
         try:
             with self._open_partial() as out:
+                self.writeback = Writeback(out.fileno(), self.offset)
                 self._copy(out, on_progress, clock, low_speed_limit)
                 out.flush()
                 os.fsync(out.fileno())
@@ -168,6 +172,8 @@ class Stream:
     def _write(self, out: BinaryIO, data: memoryview) -> None:
         out.write(data)
         self.written += len(data)
+        if self.writeback is not None:
+            self.writeback.written(self.written)
 
     def _receive(self, read_into: BodyReader | None, into: memoryview, done: int) -> int:
         """Bytes that arrived (at least one; 0 at the end), read into `into`."""

@@ -3,7 +3,8 @@
 - plain RQ draining tiny downloads: `rq worker-pool -n 4 --burst` (a forked work horse per job)
   and four `rq worker --burst -w rq.worker.SimpleWorker` (no fork: the floor for RQ);
 - big transfers: one `aria2c -j4` for all URLs, four parallel `curl -s -o`, and four forked
-  processes running `tests.bench_jobs.floor_get` (raw socket, one reused buffer, fsync);
+  processes running `tests.bench_jobs.floor_get` (raw socket, one reused buffer, fsync), once
+  with the whole file left to its fsync and once with its writeback started as it arrives;
 - enqueueing: RQ's own `Queue.enqueue_many` of `Queue.prepare_data` jobs in one pipeline.
 
 Every timing runs from launch to the last process's exit; CPU comes from wait4 of the
@@ -36,6 +37,7 @@ class Transfer:
     seconds: float
     cpu: float  # CPU seconds of the processes that moved the bytes
     command: float = 0.0  # the product's: seconds bin/enqueue itself ran, of `seconds`
+    queued: float = 0.0  # the product's: seconds from its first job's enqueue to the end, of `seconds`
 
 
 def enqueue_fetches(connection: redis.Redis, urls: list[str], out_dir: Path) -> float:
@@ -93,7 +95,7 @@ def curls(binary: str, urls: list[str], out_dir: Path, log: Path) -> Transfer:
     return Transfer(*run_children(commands, log=log))
 
 
-def floor(port: int, paths: list[str], out_dir: Path) -> Transfer:
+def floor(port: int, paths: list[str], out_dir: Path, *, writeback: bool) -> Transfer:
     """Four forked processes, each `floor_get` of one file; timed from the first fork."""
     started = time.monotonic()
     pids = []
@@ -102,7 +104,7 @@ def floor(port: int, paths: list[str], out_dir: Path) -> Transfer:
         if pid == 0:  # the child: no cleanup handlers, no buffered output of the parent's
             code = 1
             try:
-                floor_get("127.0.0.1", port, path, str(out_dir / path.rsplit("/", 1)[1]))
+                floor_get("127.0.0.1", port, path, str(out_dir / path.rsplit("/", 1)[1]), writeback=writeback)
                 code = 0
             except OSError as error:
                 print(f"floor: {path}: {error}", file=sys.stderr, flush=True)

