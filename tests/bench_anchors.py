@@ -36,8 +36,7 @@ RQ = str(Path(sys.executable).with_name("rq"))
 class Transfer:
     seconds: float
     cpu: float  # CPU seconds of the processes that moved the bytes
-    command: float = 0.0  # the product's: seconds bin/enqueue itself ran, of `seconds`
-    queued: float = 0.0  # the product's: seconds from its first job's enqueue to the end, of `seconds`
+    command: float = 0.0  # the product's: seconds bin/enqueue (or the API request) itself took, of `seconds`
 
 
 def enqueue_fetches(connection: redis.Redis, urls: list[str], out_dir: Path) -> float:

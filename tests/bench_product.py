@@ -1,5 +1,6 @@
 """The product as users run it: `dq supervise` (the supervisor and its DQ_WORKERS `rq worker`
-processes running `jobs.worker.DownloadWorker`), fed by `bin/enqueue --from-file`.
+processes running `jobs.worker.DownloadWorker`), fed by `bin/enqueue --from-file` or by the
+HTTP API of a running `dq dashboard` (`POST /api/download-queue`).
 
 Nothing here reaches into the product's internals: jobs go in through the command, progress
 is read from RQ's own registries in Redis, processes and their figures from /proc.
@@ -12,14 +13,15 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC
 from pathlib import Path
 
 import redis
+import requests
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
@@ -28,7 +30,7 @@ from rq.worker_registration import get_keys
 from config import Settings
 from jobs.connection import SERIALIZER
 from tests.bench_anchors import ROOT, Transfer
-from tests.bench_proc import BenchError, children, cmdline, cpu_seconds, pss_bytes, rss_bytes, wait_for
+from tests.bench_proc import BenchError, children, cmdline, cpu_seconds, free_port, pss_bytes, rss_bytes, wait_for
 
 DQ = str(ROOT / ".venv" / "bin" / "dq")
 ENQUEUE = str(ROOT / "bin" / "enqueue")
@@ -97,6 +99,76 @@ def tail(path: Path, lines: int = 8) -> str:
         return "(no log)"
 
 
+def first_error(registry: FailedJobRegistry) -> str:
+    for job_id in registry.get_job_ids(cleanup=False)[:1]:
+        job = Job.fetch(job_id, connection=registry.connection, serializer=SERIALIZER)
+        result = job.latest_result()
+        text = (result.exc_string if result is not None else None) or ""
+        return f"{job_id}: {text.splitlines()[0] if text else '(no error text)'}"
+    return "(none found)"
+
+
+class Launched:
+    """A running `bin/enqueue`; a thread collects its output and notes when it exited, so
+    nobody polls it."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+        self.exited = 0.0  # time.monotonic() at its exit
+        self._output: tuple[bytes, bytes] = (b"", b"")
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        self._output = self.process.communicate()
+        self.exited = time.monotonic()
+
+    def result(self, timeout: float) -> tuple[bytes, bytes]:
+        """(stdout, stderr) once it exited; killed after `timeout` seconds."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.process.kill()
+            self._thread.join()
+            raise BenchError(f"bin/enqueue did not exit within {timeout:g}s")
+        return self._output
+
+
+class RegistryWatch:
+    """Wakes on every change of the finished and failed registries (Redis keyspace notifications
+    from the benchmark's own Redis). The benchmark waits for the product as it waits for an
+    anchor's processes, without polling: on 2 cores, a poll every 10 ms took CPU time the
+    workers needed, a few per cent of a transfer."""
+
+    def __init__(self, connection: redis.Redis, queue_name: str) -> None:
+        self.finished = FinishedJobRegistry(queue_name, connection=connection)
+        self.failed = FailedJobRegistry(queue_name, connection=connection)
+        db = connection.connection_pool.connection_kwargs.get("db", 0)
+        connection.config_set("notify-keyspace-events", "Kz")  # keyspace events of sorted sets
+        self.pubsub = connection.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(*(f"__keyspace@{db}__:{registry.key}" for registry in (self.finished, self.failed)))
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+    def wait(self, target: int, failed_before: int, timeout: float, running: Supervised | None) -> float:
+        """Until `target` jobs are finished: the monotonic time that was seen. A failed job or a
+        dead supervisor is a failed run."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if running is not None:
+                running.check()
+            if self.failed.get_job_count(cleanup=False) > failed_before:
+                raise BenchError(f"a product job failed: {first_error(self.failed)}")
+            if self.finished.get_job_count(cleanup=False) >= target:
+                return time.monotonic()
+            if time.monotonic() > deadline:
+                raise BenchError(f"timed out after {timeout:g}s waiting for {target} finished jobs")
+            # The supervisor's health is looked at at least this often.
+            if self.pubsub.get_message(timeout=0.25) is not None:
+                while self.pubsub.get_message(timeout=0) is not None:
+                    pass  # one look at the counts for every change that came together
+
+
 @dataclass
 class Product:
     redis_url: str
@@ -130,7 +202,10 @@ class Product:
         return FinishedJobRegistry(self.settings.queue_name, connection=self.connection).get_job_count(cleanup=False)
 
     def failed(self) -> int:
-        return FailedJobRegistry(self.settings.queue_name, connection=self.connection).get_job_count(cleanup=False)
+        return self.failed_registry().get_job_count(cleanup=False)
+
+    def failed_registry(self) -> FailedJobRegistry:
+        return FailedJobRegistry(self.settings.queue_name, connection=self.connection)
 
     def status(self, job_id: str) -> str:
         try:
@@ -171,6 +246,42 @@ class Product:
             raise
         running.stop()
 
+    @contextmanager
+    def dashboard(self) -> Iterator[str]:
+        """A running `dq dashboard` on a free loopback port: the API's base URL."""
+        port = free_port()
+        log = self.logs / "dashboard.log"
+        with open(log, "wb") as output:
+            process = subprocess.Popen(
+                [DQ, "dashboard"],
+                cwd=ROOT,
+                env={**self.env, "DQ_DASHBOARD_HOST": "127.0.0.1", "DQ_DASHBOARD_PORT": str(port)},
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        base = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise BenchError(f"dq dashboard exited with {process.returncode}: {tail(log)}")
+            try:
+                return requests.get(f"{base}/health", timeout=2).status_code in (200, 503)
+            except requests.ConnectionError:
+                return False
+
+        try:
+            wait_for(answers, 60, "dq dashboard to answer", interval=0.1)
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
     def wait_ready(self, running: Supervised, timeout: float = 60) -> None:
         """Until the supervisor has its workers and every one is registered in Redis."""
 
@@ -186,8 +297,8 @@ class Product:
         listing.write_text("".join(f"{url}\n" for url in urls))
         return listing
 
-    def start_enqueue(self, listing: Path) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
+    def start_enqueue(self, listing: Path) -> Launched:
+        process = subprocess.Popen(
             [ENQUEUE, "--from-file", str(listing)],
             cwd=ROOT,
             env=self.env,
@@ -195,9 +306,11 @@ class Product:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        return Launched(process)
 
-    def end_enqueue(self, process: subprocess.Popen[bytes], expected: int) -> list[str]:
-        out, err = process.communicate(timeout=300)
+    def end_enqueue(self, launched: Launched, expected: int) -> list[str]:
+        out, err = launched.result(timeout=300)
+        process = launched.process
         if process.returncode != 0:
             raise BenchError(f"bin/enqueue exited with {process.returncode}: {err.decode(errors='replace')[-500:]}")
         ids = out.decode().split()
@@ -209,41 +322,18 @@ class Product:
         """`bin/enqueue --from-file`, the whole command: (seconds, job ids)."""
         listing = self.enqueue_file(urls, name)
         started = time.monotonic()
-        process = self.start_enqueue(listing)
-        ids = self.end_enqueue(process, len(urls))
-        return time.monotonic() - started, ids
+        launched = self.start_enqueue(listing)
+        ids = self.end_enqueue(launched, len(urls))
+        return launched.exited - started, ids
 
-    def _wait_finished(
-        self,
-        target: int,
-        failed_before: int,
-        timeout: float,
-        running: Supervised | None,
-        enqueue: subprocess.Popen[bytes] | None = None,
-    ) -> float:
-        """Until `target` jobs are finished; a failed job or a dead supervisor is a failed run.
-        Notes when `enqueue` (the bin/enqueue process) exited, in `self.enqueue_exited`."""
-        self.enqueue_exited = 0.0
-
-        def done() -> bool:
-            if running is not None:
-                running.check()
-            if enqueue is not None and not self.enqueue_exited and enqueue.poll() is not None:
-                self.enqueue_exited = time.monotonic()
-            if self.failed() > failed_before:
-                raise BenchError(f"a product job failed: {self.first_error()}")
-            return self.finished() >= target
-
-        return wait_for(done, timeout, f"{target} finished jobs", interval=0.01)
-
-    def first_error(self) -> str:
-        registry = FailedJobRegistry(self.settings.queue_name, connection=self.connection)
-        for job_id in registry.get_job_ids(cleanup=False)[:1]:
-            job = Job.fetch(job_id, connection=self.connection, serializer=SERIALIZER)
-            result = job.latest_result()
-            text = (result.exc_string if result is not None else None) or ""
-            return f"{job_id}: {text.splitlines()[0] if text else '(no error text)'}"
-        return "(none found)"
+    @contextmanager
+    def watching(self) -> Iterator[RegistryWatch]:
+        """Subscribed to the finished and failed registries before any job goes in."""
+        watch = RegistryWatch(self.connection, self.settings.queue_name)
+        try:
+            yield watch
+        finally:
+            watch.close()
 
     # --- the measurements -------------------------------------------------------------------
     def drain(self, urls: list[str], timeout: float) -> float:
@@ -251,43 +341,44 @@ class Product:
         self.connection.flushall()
         self.clean()
         self.enqueue(urls, "drain")
-        with self.supervised("drain", ready=False) as running:
-            end = self._wait_finished(len(urls), 0, timeout, running)
+        with self.watching() as watch, self.supervised("drain", ready=False) as running:
+            end = watch.wait(len(urls), 0, timeout, running)
         saved = sum(1 for _ in self.download_dir.iterdir())
         if saved != len(urls):
             raise BenchError(f"product drain: {saved} files saved for {len(urls)} finished jobs")
         return end - running.started
 
-    def transfer(self, running: Supervised, urls: list[str], timeout: float) -> Transfer:
-        """Into a running supervisor: seconds from launching bin/enqueue until every job is
-        finished and every file at its final path; the workers' CPU meanwhile."""
+    def transfer(self, running: Supervised, urls: list[str], timeout: float, api: str | None = None) -> Transfer:
+        """Into a running supervisor, through `bin/enqueue` (or, given its base URL, the API of a
+        running dashboard): seconds from launching the command (sending the request) until every
+        job is finished and every file at its final path; the workers' CPU meanwhile."""
         self.clean()
         workers = running.workers()
         before = sum(cpu_seconds(pid) for pid in workers)
         finished, failed = self.finished(), self.failed()
-        listing = self.enqueue_file(urls, "transfer")
-        started = time.monotonic()
-        process = self.start_enqueue(listing)
-        end = self._wait_finished(finished + len(urls), failed, timeout, running, process)
-        ended_at = time.time() - (time.monotonic() - end)  # the same moment on the clock RQ stamps jobs with
-        ids = self.end_enqueue(process, len(urls))
-        command = (self.enqueue_exited or time.monotonic()) - started
+        with self.watching() as watch:
+            if api is not None:
+                with requests.Session() as session:
+                    started = time.monotonic()
+                    answer = session.post(f"{api}/api/download-queue", json={"urls": urls}, timeout=60)
+                    command = time.monotonic() - started
+                if answer.status_code != 201 or len(answer.json().get("jobIds", [])) != len(urls):
+                    raise BenchError(f"POST /api/download-queue answered {answer.status_code}: {answer.text[:300]}")
+                end = watch.wait(finished + len(urls), failed, timeout, running)
+            else:
+                listing = self.enqueue_file(urls, "transfer")
+                started = time.monotonic()
+                launched = self.start_enqueue(listing)
+                end = watch.wait(finished + len(urls), failed, timeout, running)
+                self.end_enqueue(launched, len(urls))
+                command = launched.exited - started
         names = [url.rsplit("/", 1)[1] for url in urls]
         missing = [name for name in names if not (self.download_dir / name).exists()]
         if missing:
             raise BenchError(f"product: finished jobs without their files: {missing}")
         if running.workers() != workers:
             raise BenchError("a worker was replaced during the transfer (see the supervisor log)")
-        queued = ended_at - self.first_enqueued(ids)
-        return Transfer(end - started, sum(cpu_seconds(pid) for pid in workers) - before, command, queued)
-
-    def first_enqueued(self, ids: list[str]) -> float:
-        """The earliest `enqueued_at` (seconds since the epoch) of these jobs, as RQ stored it."""
-        jobs = Job.fetch_many(ids, connection=self.connection, serializer=SERIALIZER)
-        stamps = [job.enqueued_at for job in jobs if job is not None and job.enqueued_at is not None]
-        if len(stamps) != len(ids):
-            raise BenchError("finished jobs without their enqueue time")
-        return min(stamp.replace(tzinfo=UTC).timestamp() for stamp in stamps)
+        return Transfer(end - started, sum(cpu_seconds(pid) for pid in workers) - before, command)
 
     def idle_memory(self, running: Supervised) -> tuple[int, int]:
         """(RSS, PSS) in bytes of the supervisor and its idle workers together."""
@@ -306,19 +397,19 @@ class Product:
         peak = dict(idle)
         samples = 0
         finished, failed = self.finished(), self.failed()
-        process = self.start_enqueue(self.enqueue_file([url], "growth"))
+        launched = self.start_enqueue(self.enqueue_file([url], "growth"))
         deadline = time.monotonic() + timeout
         while self.finished() < finished + 1:
             running.check()
             if self.failed() > failed:
-                raise BenchError(f"the growth download failed: {self.first_error()}")
+                raise BenchError(f"the growth download failed: {first_error(self.failed_registry())}")
             if time.monotonic() > deadline:
                 raise BenchError(f"the growth download did not finish within {timeout:g}s")
             for pid in workers:
                 peak[pid] = max(peak[pid], rss_bytes(pid))
             samples += 1
             time.sleep(SAMPLE_INTERVAL)
-        self.end_enqueue(process, 1)
+        self.end_enqueue(launched, 1)
         if running.workers() != workers:
             raise BenchError("a worker was replaced during the growth download (see the supervisor log)")
         return max(peak[pid] - idle[pid] for pid in workers), samples
