@@ -30,7 +30,17 @@ from rq.worker_registration import get_keys
 from config import Settings
 from jobs.connection import SERIALIZER
 from tests.bench_anchors import ROOT, Transfer
-from tests.bench_proc import BenchError, children, cmdline, cpu_seconds, free_port, pss_bytes, rss_bytes, wait_for
+from tests.bench_proc import (
+    BenchError,
+    children,
+    cmdline,
+    cpu_seconds,
+    free_port,
+    pss_bytes,
+    rss_bytes,
+    terminate,
+    wait_for,
+)
 
 DQ = str(ROOT / ".venv" / "bin" / "dq")
 ENQUEUE = str(ROOT / "bin" / "enqueue")
@@ -275,12 +285,7 @@ class Product:
             wait_for(answers, 60, "dq dashboard to answer", interval=0.1)
             yield base
         finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, 15)
 
     def wait_ready(self, running: Supervised, timeout: float = 60) -> None:
         """Until the supervisor has its workers and every one is registered in Redis."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.workers import set_parent_death_signal
-from tests.bench_proc import BenchError, MiB, free_port
+from tests.bench_proc import BenchError, MiB, free_port, terminate
 
 # command → the Debian package that ships it (the same list is in bin/_packages)
 TOOLS = {"nginx": "nginx", "aria2c": "aria2", "curl": "curl", "openssl": "openssl"}
@@ -213,10 +213,5 @@ class Nginx:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # nginx's fast shutdown
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process, 10)  # SIGTERM: nginx's fast shutdown

@@ -60,6 +60,10 @@ from tests.bench_servers import Files, Nginx, ensure_tools, version_of
 TRANSFER_RUNS = 7
 
 
+def transfer_runs(runs: int) -> int:
+    return max(runs, TRANSFER_RUNS)
+
+
 def say(*lines: str) -> None:
     print("\n".join(lines), flush=True)
 
@@ -178,7 +182,7 @@ class Bench:
                 results: dict[str, list[anchors.Transfer]] = {who: [] for who in contenders}
                 ours: list[anchors.Transfer] = []  # through the API
                 commands: list[anchors.Transfer] = []  # through bin/enqueue
-                for _ in range(max(self.runs, TRANSFER_RUNS)):
+                for _ in range(transfer_runs(self.runs)):
                     for who in contenders:
                         results[who].append(self.anchor_transfer(who, tls))
                     ours.append(product.transfer(running, urls, timeout, api))
@@ -245,7 +249,7 @@ def main() -> None:
     started = time.monotonic()
     try:
         tools = ensure_tools()
-        runs = f"{args.runs} run(s) each, transfers {max(args.runs, TRANSFER_RUNS)}"
+        runs = f"{args.runs} run(s) each, transfers {transfer_runs(args.runs)}"
         say(f"download-queue benchmark ({'quick' if args.quick else 'full'}, {runs}, medians): "
             f"{versions(tools)}")  # fmt: skip
         with tempfile.TemporaryDirectory(prefix="dq-bench-") as temp:
